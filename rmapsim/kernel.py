@@ -1,0 +1,253 @@
+"""One modelled kernel: its variant, memory, locks, hooks, page frames and tasks.
+
+`Kernel` is the context every modelled kernel function takes as its first
+argument (the model's ``current``): ``anon_vma_prepare(k, vma)``.  It also offers
+the system-call level operations a program or a workload performs (mmap, munmap,
+mprotect, touch, fork, exit, swap-out, page_referenced), each taking the locks
+the kernel takes around them.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from rmapsim.errors import KernelBug, KernelDefect, ListCorruptionWarning, ModelError
+from rmapsim.lists import ListOps
+from rmapsim.slab import Memory
+from rmapsim.structs import (
+    PAGE_SIZE,
+    AnonVma,
+    AnonVmaChain,
+    MmStruct,
+    Page,
+    VmArea,
+)
+from rmapsim.sync import SyncFactory, ThreadingSync
+from rmapsim.variants import Variant, parse_variant
+from rmapsim.walk import LoopHook, StepHook, Walks
+
+YieldHook = Callable[[str], None]
+EventHook = Callable[[KernelDefect], None]
+
+
+class PageAllocator:
+    """The page frames (mem_map) and the buddy allocator's free list, LIFO."""
+
+    def __init__(self, k: Kernel) -> None:
+        self.k = k
+        self.mem_map: list[Page] = []
+        self.free: list[Page] = []
+        self.lock = threading.Lock()
+        self.serial = 0
+        self.in_use = 0
+        # zone->lru_lock and the LRU, in insertion order.
+        self.lru_lock = threading.Lock()
+        self.lru: dict[Page, None] = {}
+
+    def alloc_page(self) -> Page:
+        with self.lock:
+            if self.free:
+                page = self.free.pop()
+            else:
+                pfn = len(self.mem_map)
+                page = Page(pfn, self.k.sync.spinlock("page_lock", f"page#{pfn}.lock"))
+                self.mem_map.append(page)
+            page.reset()
+            page.in_use = True
+            page.count = 1
+            self.serial += 1
+            page.serial = self.serial
+            page.alloc_site = self.k.mem.current_site()
+            self.in_use += 1
+            return page
+
+    def free_page(self, page: Page) -> None:
+        """free_hot_cold_page: the frame goes back; page->mapping is reset only here."""
+        with self.lru_lock:
+            self.lru.pop(page, None)
+        with self.lock:
+            if not page.in_use:
+                raise KernelBug(f"kernel BUG: freeing {page.name} twice", page=page.name)
+            page.reset()
+            page.in_use = False
+            self.in_use -= 1
+            self.free.append(page)
+
+    def lru_cache_add(self, page: Page) -> None:
+        with self.lru_lock:
+            page.lru = True
+            self.lru[page] = None
+
+    def lru_pages(self) -> list[Page]:
+        with self.lru_lock:
+            return list(self.lru)
+
+
+class Kernel:
+    """The state of one modelled kernel and the operations user space can ask of it."""
+
+    def __init__(
+        self,
+        variant: Variant | str = "2.6.34",
+        *,
+        memory: str | Memory = "reuse",
+        sync: SyncFactory | None = None,
+        debug_list: bool = False,
+        debug_vm: bool = True,
+        yield_point: YieldHook | None = None,
+        walk_step: StepHook | None = None,
+        on_loop: LoopHook | None = None,
+        on_event: EventHook | None = None,
+        slab_page_bytes: int = 4096,
+        min_partial: int = 5,
+    ) -> None:
+        self.variant = parse_variant(variant) if isinstance(variant, str) else variant
+        self.mem = (
+            memory
+            if isinstance(memory, Memory)
+            else Memory(memory, page_bytes=slab_page_bytes, min_partial=min_partial)
+        )
+        self.sync: SyncFactory = sync if sync is not None else ThreadingSync()
+        self.debug_vm = debug_vm
+        self.yield_point = yield_point
+        self.on_event = on_event
+        self.lists = ListOps(debug_list=debug_list, yield_point=yield_point, on_warn=self._warn)
+        self.walks = Walks(self.mem, step_hook=walk_step, on_loop=on_loop)
+        self.atomic = threading.Lock()  # stands in for atomic_t operations
+        self.pages = PageAllocator(self)
+        from rmapsim import swap
+
+        self.swap = swap.SwapState(self)
+        self.anon_vma_cachep = self.mem.create_cache(
+            AnonVma, "anon_vma", ctor=self.anon_vma_ctor, rcu=True
+        )
+        self.anon_vma_chain_cachep = self.mem.create_cache(AnonVmaChain, "anon_vma_chain")
+        self.vm_area_cachep = self.mem.create_cache(VmArea, "vm_area_struct")
+        self.mm_cachep = self.mem.create_cache(MmStruct, "mm_struct")
+        self.warnings: list[ListCorruptionWarning] = []
+        self.tasks: dict[str, MmStruct] = {}
+
+    # -- helpers the kernel functions share --------------------------------------------
+
+    def anon_vma_ctor(self, av: AnonVma) -> None:
+        """anon_vma_ctor (mm/rmap.c): once per slab object, not per allocation."""
+        av.lock = self.sync.spinlock("anon_vma", f"anon_vma@{av.addr:#x}.lock")
+        self.lists.INIT_LIST_HEAD(av.head)
+
+    def sched(self, where: str) -> None:
+        """A point where the real kernel could be preempted or raced (yield hook)."""
+        y = self.yield_point
+        if y is not None:
+            y(where)
+
+    def VM_BUG_ON(self, cond: bool, what: str, **details: Any) -> None:
+        if cond and self.debug_vm:
+            where = sys._getframe(1).f_code.co_name
+            raise KernelBug(f"kernel BUG in {where}: VM_BUG_ON({what})", function=where, **details)
+
+    def BUG_ON(self, cond: bool, what: str, **details: Any) -> None:
+        if cond:
+            where = sys._getframe(1).f_code.co_name
+            raise KernelBug(f"kernel BUG in {where}: BUG_ON({what})", function=where, **details)
+
+    def lock_nested(self, lock: Any, subclass: int = 1) -> None:
+        """spin_lock_nested(): a second lock of the same class, annotated for lockdep."""
+        nested = getattr(lock, "acquire_nested", None)
+        if nested is not None:
+            nested(subclass)
+        else:
+            lock.acquire()
+
+    def _warn(self, warning: ListCorruptionWarning) -> None:
+        self.warnings.append(warning)
+        if self.on_event is not None:
+            self.on_event(warning)
+
+    def get_page(self, page: Page) -> None:
+        with self.atomic:
+            page.count += 1
+
+    def put_page(self, page: Page) -> None:
+        with self.atomic:
+            page.count -= 1
+            last = page.count == 0
+        if last:
+            self.pages.free_page(page)
+
+    # -- tasks --------------------------------------------------------------------------
+
+    def task(self, name: str) -> MmStruct:
+        try:
+            return self.tasks[name]
+        except KeyError:
+            raise ModelError(f"no process named {name!r}") from None
+
+    def spawn(self, name: str) -> MmStruct:
+        """A new process with an empty address space (mm_alloc)."""
+        from rmapsim import fork
+
+        if name in self.tasks:
+            raise ModelError(f"process {name!r} already exists")
+        mm = fork.mm_alloc(self, name)
+        self.tasks[name] = mm
+        return mm
+
+    # -- system calls and user accesses -------------------------------------------------
+
+    def mmap(self, name: str, addr: int, npages: int, prot: int) -> int:
+        from rmapsim import mmap
+
+        return mmap.sys_mmap(self, self.task(name), addr, npages * PAGE_SIZE, prot)
+
+    def munmap(self, name: str, addr: int, npages: int) -> int:
+        from rmapsim import mmap
+
+        return mmap.sys_munmap(self, self.task(name), addr, npages * PAGE_SIZE)
+
+    def mprotect(self, name: str, addr: int, npages: int, prot: int) -> int:
+        from rmapsim import mprotect
+
+        return mprotect.sys_mprotect(self, self.task(name), addr, npages * PAGE_SIZE, prot)
+
+    def touch(self, name: str, addr: int, npages: int, write: bool) -> int:
+        from rmapsim import memory
+
+        mm = self.task(name)
+        for i in range(npages):
+            err = memory.user_access(self, mm, addr + i * PAGE_SIZE, write)
+            if err:
+                return err
+        return 0
+
+    def fork(self, parent: str, child: str) -> int:
+        from rmapsim import fork
+
+        if child in self.tasks:
+            raise ModelError(f"process {child!r} already exists")
+        mm, err = fork.do_fork(self, self.task(parent), child)
+        if mm is not None:
+            self.tasks[child] = mm
+        return err
+
+    def exit(self, name: str) -> int:
+        from rmapsim import fork
+
+        mm = self.tasks.pop(name)
+        fork.do_exit(self, mm)
+        return 0
+
+    def swapout(self, name: str | None, addr: int = 0, npages: int = 0) -> int:
+        """Reclaim the pages mapped in a range (or every LRU page when name is None)."""
+        from rmapsim import swap
+
+        if name is None:
+            return swap.shrink_all(self)
+        return swap.swapout_range(self, self.task(name), addr, npages * PAGE_SIZE)
+
+    def referenced(self, name: str, addr: int, npages: int) -> int:
+        from rmapsim import swap
+
+        return swap.referenced_range(self, self.task(name), addr, npages * PAGE_SIZE)

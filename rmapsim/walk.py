@@ -1,0 +1,203 @@
+"""The one list walk: list_for_each_entry and friends, bounded and observable.
+
+Every walk in the model (the rmap walkers, anon_vma_clone, unlink_anon_vmas,
+anon_vma_merge) goes through `Walks`.  A walk:
+
+* counts its steps and stops believing in its list once it has taken more steps
+  than there are live objects in kernel memory (plus one): a list that long must
+  revisit a node, i.e. it is a ring that no longer passes through its head.  It
+  then extracts the cycle (Brent's algorithm) and raises `ListLoop` with the lock
+  the walker holds, the head it started from and the nodes of the cycle;
+* calls a per-step hook when one is installed (the harness uses it for progress,
+  cancellation and yield points), and an ``on_loop`` hook that may keep the walker
+  spinning the way the real CPU did, instead of raising at once.
+
+The bare loop is what `list_for_each_entry` compiles to; the bookkeeping is one
+counter compare per step and one test for the hook.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from rmapsim.errors import KernelOops, ListCorruption, ListLoop
+from rmapsim.lists import BadAddress, ListHead, Member, describe_node
+from rmapsim.structs import STRUCTS
+
+
+class WalkState:
+    """What a walk is doing, for the hooks (and the harness's evidence)."""
+
+    __slots__ = ("bound", "head", "lock", "member", "steps", "what")
+
+    def __init__(self, what: str, head: ListHead, member: Member, lock: Any, bound: int) -> None:
+        self.what = what
+        self.head = head
+        self.member = member
+        self.lock = lock
+        self.bound = bound
+        self.steps = 0
+
+    def describe(self) -> str:
+        return (
+            f"{self.what}: walking {describe_node(self.head)}, step {self.steps:,} "
+            f"of a bound of {self.bound:,}"
+        )
+
+
+StepHook = Callable[[WalkState], None]
+#: Called when a walk trips its bound; returning True keeps the walker going.
+LoopHook = Callable[[WalkState, ListLoop], bool]
+
+
+def find_cycle(start: Any, limit: int, direction: str = "next") -> list[Any]:
+    """The nodes of the cycle reached by following `direction` from `start` (Brent)."""
+    power = lam = 1
+    tortoise = start
+    hare = getattr(start, direction)
+    steps = 0
+    while tortoise is not hare:
+        if power == lam:
+            tortoise, power, lam = hare, power * 2, 0
+        hare = getattr(hare, direction)
+        lam += 1
+        steps += 1
+        if steps > limit:
+            return []
+    cycle = [tortoise]
+    node = getattr(tortoise, direction)
+    while node is not tortoise and len(cycle) <= limit:
+        cycle.append(node)
+        node = getattr(node, direction)
+    return cycle
+
+
+def _bad_entry(pos: BadAddress, member: Member) -> KernelOops | ListCorruption:
+    """The fault a walker takes on reaching a poisoned or wild list pointer."""
+    exc = pos._fault("next")
+    exc.details["entry"] = f"{member.struct} containing {pos.describe()}"
+    return exc
+
+
+class Walks:
+    """The list walks of one modelled kernel."""
+
+    __slots__ = ("mem", "on_loop", "step_hook")
+
+    def __init__(
+        self, mem: Any, step_hook: StepHook | None = None, on_loop: LoopHook | None = None
+    ) -> None:
+        self.mem = mem
+        self.step_hook = step_hook
+        self.on_loop = on_loop
+
+    def container_of(self, pos: Any, member: Member) -> Any:
+        """list_entry(): the structure whose `member` is `pos` (a view if it is not one)."""
+        if pos.member is member:
+            return pos.owner
+        return self.mem.cast(pos.addr - member.offset, STRUCTS[member.struct])
+
+    def _tripped(self, st: WalkState, direction: str, draining: bool = False) -> bool:
+        cycle = find_cycle(st.head, 4 * st.bound + 16, direction)
+        nodes = [describe_node(n) for n in cycle]
+        lock = (getattr(st.lock, "name", None) or describe_node(st.lock)) if st.lock else None
+        if draining:
+            why = "the first entry never leaves the list"
+        elif any(n is st.head for n in cycle):
+            why = f"the list grows under the walker ({len(cycle) - 1} entries and counting)"
+        else:
+            why = f"trapped in a {len(cycle)}-node ring that does not pass through the head"
+        exc = ListLoop(
+            f"endless list_for_each_entry in {st.what}: {st.steps:,} steps over "
+            f"{describe_node(st.head)} (bound {st.bound:,}), {why}"
+            + (f", holding {lock}" if lock else ""),
+            walker=st.what,
+            head=describe_node(st.head),
+            lock=lock,
+            steps=st.steps,
+            bound=st.bound,
+            cycle=nodes,
+        )
+        if self.on_loop is not None and self.on_loop(st, exc):
+            return True
+        raise exc
+
+    def _walk(
+        self, head: ListHead, member: Member, what: str, lock: Any, direction: str, safe: bool
+    ) -> Iterator[Any]:
+        bound = self.mem.live_objects + 1
+        hook = self.step_hook
+        st = WalkState(what, head, member, lock, bound)
+        forward = direction == "next"
+        pos = head.next if forward else head.prev
+        steps = 0
+        while pos is not head:
+            steps += 1
+            if steps > bound:
+                st.steps = steps
+                self._tripped(st, direction)
+            if hook is not None:
+                st.steps = steps
+                hook(st)
+            try:
+                entry = pos.owner if pos.member is member else self.container_of(pos, member)
+            except (KernelOops, ListCorruption):
+                raise _bad_entry(pos, member) from None
+            if safe:
+                nxt = pos.next if forward else pos.prev
+                yield entry
+                pos = nxt
+            else:
+                yield entry
+                pos = pos.next if forward else pos.prev
+
+    def for_each_entry(
+        self, head: ListHead, member: Member, *, what: str, lock: Any = None
+    ) -> Iterator[Any]:
+        """list_for_each_entry(pos, head, member)."""
+        return self._walk(head, member, what, lock, "next", False)
+
+    def for_each_entry_reverse(
+        self, head: ListHead, member: Member, *, what: str, lock: Any = None
+    ) -> Iterator[Any]:
+        """list_for_each_entry_reverse(pos, head, member)."""
+        return self._walk(head, member, what, lock, "prev", False)
+
+    def for_each_entry_safe(
+        self, head: ListHead, member: Member, *, what: str, lock: Any = None
+    ) -> Iterator[Any]:
+        """list_for_each_entry_safe(pos, n, head, member): the body may delete pos."""
+        return self._walk(head, member, what, lock, "next", True)
+
+    def drain(
+        self, head: ListHead, member: Member, *, what: str, lock: Any = None
+    ) -> Iterator[Any]:
+        """while (!list_empty(head)) take list_first_entry(): the body must remove it."""
+        bound = self.mem.live_objects + 1
+        hook = self.step_hook
+        st = WalkState(what, head, member, lock, bound)
+        steps = 0
+        while head.next is not head:
+            steps += 1
+            if steps > bound:
+                st.steps = steps
+                self._tripped(st, "next", draining=True)
+            if hook is not None:
+                st.steps = steps
+                hook(st)
+            pos = head.next
+            try:
+                entry = pos.owner if pos.member is member else self.container_of(pos, member)
+            except (KernelOops, ListCorruption):
+                raise _bad_entry(pos, member) from None
+            yield entry
+
+    def bare_chase(self, head: ListHead) -> int:
+        """The uninstrumented pointer chase (benchmark baseline): steps to return to head."""
+        n = 0
+        pos = head.next
+        while pos is not head:
+            n += 1
+            pos = pos.next
+        return n

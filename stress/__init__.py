@@ -1,0 +1,1 @@
+"""stress: a generic real-thread stress harness (instrumented locks, lockdep, watchdog)."""

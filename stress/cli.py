@@ -1,0 +1,105 @@
+"""The rmapstress command line: argument parsing, dispatch, exit codes.
+
+Exit status: 0 clean (or matched expectations), 1 a defect (or a mismatch),
+2 bad input (a one-line message naming the file, line or key), 3 an internal error.
+This module and its command modules are the only place that knows both the model
+(rmapsim) and the harness (stress); they own all output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+EXIT_OK, EXIT_DEFECT, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="rmapstress",
+        description="Reproduce, detect and explain lock-holding hangs: the 2010 anon_vma "
+        "reverse map, every kernel variant of the thread, on one thread or many.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("list", help="list bases, patches and presets")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("exec", help="run a program single-threaded, auditing every line")
+    p.add_argument("program", help="program file ('-' for standard input)")
+    p.add_argument(
+        "--variant",
+        default="2.6.34",
+        help="kernel variant, e.g. 2.6.34-rc3+reuse-singular; a comma-separated list, "
+        "or 'all' for every preset (default: 2.6.34)",
+    )
+    p.add_argument("--memory", choices=("reuse", "kasan"), default="reuse")
+    p.add_argument("--debug-list", action="store_true", help="CONFIG_DEBUG_LIST checks (WARN)")
+    p.add_argument("--slab-page-bytes", type=int, default=4096, metavar="N")
+    p.add_argument(
+        "--min-partial",
+        type=int,
+        default=5,
+        metavar="N",
+        help="empty slab pages a cache keeps before giving one back (SLUB: 5)",
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("-v", "--verbose", action="store_true", help="print every line as it runs")
+
+    p = sub.add_parser("hunt", help="search programs for a defect and shrink it")
+    p.add_argument("--variant", required=True)
+    p.add_argument("--budget-s", type=float, default=60.0, metavar="S")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--memory", choices=("reuse", "kasan"), default="reuse")
+    p.add_argument("-o", "--output", metavar="FILE", help="also write the minimal program here")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    from stress import cmd_model
+
+    handlers = {"list": cmd_model.cmd_list, "exec": cmd_model.cmd_exec, "hunt": cmd_model.cmd_hunt}
+    try:
+        return handlers[args.command](args)
+    except UsageError as exc:
+        sys.stderr.write(f"rmapstress {args.command}: error: {exc}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        sys.stderr.write("rmapstress: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as exc:  # an internal error: say so plainly, never as a defect
+        import traceback
+
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        sys.stderr.write(
+            f"rmapstress {args.command}: internal error: {type(exc).__name__}: {exc} "
+            f"(at {where.filename}:{where.lineno}); please report it\n"
+        )
+        return EXIT_INTERNAL
+
+
+def entry() -> None:
+    raise SystemExit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,228 @@
+"""rmapstress list / exec / hunt: the single-threaded model, printed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from typing import Any
+
+from rmapsim.errors import ModelError
+from rmapsim.hunt import hunt
+from rmapsim.program import ExecResult, ProgramError, parse_program, run_program
+from rmapsim.variants import BASE, PATCHES, PRESETS, Variant, parse_variant
+from stress.cli import EXIT_DEFECT, EXIT_OK, UsageError
+
+
+def _variants(text: str) -> list[Variant]:
+    names = list(PRESETS) if text.strip() == "all" else [t for t in text.split(",") if t.strip()]
+    if not names:
+        raise UsageError("--variant is empty")
+    try:
+        return [parse_variant(n) for n in names]
+    except ModelError as exc:
+        raise UsageError(f"--variant: {exc}") from None
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "bases": [{"name": BASE, "source": "anon-vma-2010.md §4 (rc3, reconstructed)"}],
+                    "patches": [
+                        {
+                            "name": p.name,
+                            "kind": p.kind,
+                            "changes": p.changes,
+                            "source": p.source,
+                            "reconstructed": p.reconstructed,
+                        }
+                        for p in PATCHES
+                    ],
+                    "presets": [
+                        {"name": n, "means": parse_variant(n).expression, "role": role}
+                        for n, (_, role) in PRESETS.items()
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return EXIT_OK
+    out = ["Bases:"]
+    out.append(
+        f"  {BASE:<22} 2.6.33 plus the anon_vma_chain patch (5beb4930), before any April fix"
+    )
+    out.append(
+        f"  {'':<22} source: reconstructed from 2.6.33 and 5beb4930 as reviewed on linux-mm "
+        "(anon-vma-2010.md §4)"
+    )
+    out.append("\nPatches (BASE+patch+patch...):")
+    for p in PATCHES:
+        mark = " [reconstructed]" if p.reconstructed else ""
+        out.append(f"  {p.name:<22} ({p.kind}){mark} {p.changes}")
+        out.append(f"  {'':<22} source: {p.source}")
+    out.append("\nPresets:")
+    for name, (_, role) in PRESETS.items():
+        v = parse_variant(name)
+        mark = " [reconstructed: " + ", ".join(v.reconstructed) + "]" if v.reconstructed else ""
+        out.append(f"  {name:<22} = {v.expression}{mark}")
+        out.append(f"  {'':<22} {role}")
+    print("\n".join(out))
+    return EXIT_OK
+
+
+def _read(path: str) -> tuple[str, str]:
+    if path == "-":
+        return sys.stdin.read(), "<stdin>"
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read(), path
+    except OSError as exc:
+        raise UsageError(f"cannot read program {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not a UTF-8 text file") from None
+
+
+def replay_command(program: str, variant: Variant, memory: str, debug_list: bool = False) -> str:
+    cmd = ["rmapstress", "exec", program, "--variant", variant.name, "--memory", memory]
+    if debug_list:
+        cmd.append("--debug-list")
+    return shlex.join(cmd)
+
+
+def _describe(result: ExecResult, program: str, args: argparse.Namespace) -> list[str]:
+    v = result.variant
+    head = f"{v.name}"
+    if v.name != v.expression:
+        head += f" ({v.expression})"
+    if v.reconstructed:
+        head += f" [reconstructed: {', '.join(v.reconstructed)}]"
+    lines = [f"variant {head}, memory {result.memory}, {result.ops} operation(s) run"]
+    for e in result.errors if args.verbose else ():
+        lines.append(f"  line {e['line']}: {e['op']}: the call failed with {e['error']}")
+    last_line = None
+    for d in result.defects:
+        if d.line != last_line:
+            lines.append(f"line {d.line}: {d.op}")
+            last_line = d.line
+        label = f"{d.kind} {d.invariant}" if d.invariant else d.kind
+        lines.append(f"  {label}: {d.detail}")
+    if result.defects:
+        kinds = sorted({d.kind for d in result.defects})
+        first = result.defects[0]
+        lines.append(
+            f"DEFECT: {len(result.defects)} defect(s) ({', '.join(kinds)}), "
+            f"first at line {first.line}"
+        )
+        lines.append(f"replay: {replay_command(program, v, result.memory, args.debug_list)}")
+    else:
+        lines.append("clean: no defect")
+    return lines
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    variants = _variants(args.variant)
+    text, source = _read(args.program)
+    try:
+        ops = parse_program(text, source)
+    except ProgramError as exc:
+        raise UsageError(str(exc)) from None
+    if args.slab_page_bytes < 768 or args.slab_page_bytes % 8:
+        raise UsageError("--slab-page-bytes must be a multiple of 8 and at least 768")
+    if args.min_partial < 0:
+        raise UsageError("--min-partial must be >= 0")
+    results = []
+    for v in variants:
+        results.append(
+            run_program(
+                ops,
+                v,
+                args.memory,
+                debug_list=args.debug_list,
+                slab_page_bytes=args.slab_page_bytes,
+                min_partial=args.min_partial,
+            )
+        )
+    if args.json:
+        docs = [r.to_dict() for r in results]
+        print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
+    else:
+        if args.verbose:
+            for op in ops:
+                print(f"  {op.line:>4}  {op.render()}")
+        for i, r in enumerate(results):
+            if i:
+                print()
+            print("\n".join(_describe(r, args.program, args)))
+        if len(results) > 1:
+            print()
+            print(_table(results))
+    return EXIT_DEFECT if any(r.defects for r in results) else EXIT_OK
+
+
+def _table(results: list[ExecResult]) -> str:
+    rows = [("variant", "outcome", "first defect")]
+    for r in results:
+        first = r.defects[0] if r.defects else None
+        what = (
+            f"line {first.line}: {first.kind}{' ' + first.invariant if first.invariant else ''}"
+            if first
+            else "-"
+        )
+        rows.append((r.variant.name, r.outcome, what))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
+
+
+def cmd_hunt(args: argparse.Namespace) -> int:
+    variants = _variants(args.variant)
+    if len(variants) != 1:
+        raise UsageError("--variant: hunt takes one variant")
+    if args.budget_s <= 0:
+        raise UsageError("--budget-s must be positive")
+    v = variants[0]
+    last = [time.monotonic()]
+
+    def progress(examples: int, elapsed: float) -> None:
+        if time.monotonic() - last[0] >= 5:
+            last[0] = time.monotonic()
+            sys.stderr.write(
+                f"hunt {v.name}: {examples} programs in {elapsed:.0f}s "
+                f"({examples / max(elapsed, 1e-9):.0f}/s), no defect yet\n"
+            )
+
+    result = hunt(
+        v, budget_s=args.budget_s, seed_value=args.seed, memory=args.memory, on_progress=progress
+    )
+    if not result.found:
+        print(
+            f"hunt {v.name}: no defect in {result.examples} programs "
+            f"({result.elapsed_s:.1f}s, seed {args.seed}, memory {args.memory})"
+        )
+        return EXIT_OK
+    text = result.program_text()
+    print(text, end="")
+    info: dict[str, Any] = {
+        "found_after_s": round(result.found_after_s or 0.0, 2),
+        "examples": result.examples,
+        "shrunk_from": result.original_ops,
+        "ops": len(result.program or []),
+    }
+    sys.stderr.write(
+        f"hunt {v.name}: defect after {info['found_after_s']}s and {info['examples']} programs; "
+        f"shrunk from {info['shrunk_from']} to {info['ops']} operations\n"
+    )
+    if args.output:
+        try:
+            with open(args.output, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.output}: {exc.strerror}") from None
+        sys.stderr.write(f"written to {args.output}\n")
+        print(f"# replay: {replay_command(args.output, v, args.memory)}")
+    return EXIT_DEFECT

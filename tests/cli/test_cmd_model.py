@@ -1,0 +1,172 @@
+"""The real rmapstress CLI for list / exec / hunt, run as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BUG4 = """\
+spawn P
+mmap P 0x10000 1 rw
+touch P 0x10000 1 w
+fork P C
+swapout all
+touch C 0x10000 1 r
+touch P 0x10000 1 r
+exit C
+referenced P 0x10000 1
+"""
+
+
+def cli(
+    *args: str, stdin: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "stress", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture()
+def bug4(tmp_path: Path) -> Path:
+    p = tmp_path / "bug4.rmap"
+    p.write_text(BUG4)
+    return p
+
+
+def test_list_names_every_variant_and_marks_reconstructed() -> None:
+    r = cli("list")
+    assert r.returncode == 0, r.stderr
+    for name in (
+        "2.6.34-rc3",
+        "reuse-singular",
+        "adjust-exporter",
+        "clone-order",
+        "oldest-anon-vma",
+        "rik-v2",
+        "clone-sets-anon-vma",
+        "hannes-merge",
+        "rik-v2-dst",
+        "2.6.34",
+    ):
+        assert name in r.stdout
+    assert "[reconstructed]" in r.stdout
+    assert "d0e9fe17" in r.stdout and "ea90002b" in r.stdout
+    doc = json.loads(cli("list", "--json").stdout)
+    assert [p["name"] for p in doc["patches"] if p["reconstructed"]] == ["rik-v2"]
+
+
+def test_exec_json_defect_on_rc3_with_kasan_names_the_sites(bug4: Path) -> None:
+    r = cli("exec", str(bug4), "--variant", "2.6.34-rc3", "--memory", "kasan", "--json")
+    assert r.returncode == 1, r.stderr
+    doc = json.loads(r.stdout)
+    assert (
+        doc["outcome"] == "defect" and doc["variant"] == "2.6.34-rc3" and doc["memory"] == "kasan"
+    )
+    assert doc["ops"] == 9
+    kinds = [(d["kind"], d["invariant"], d["line"]) for d in doc["defects"]]
+    assert kinds == [("invariant", "I1", 7), ("invariant", "I2", 8), ("use-after-free", None, 9)]
+    uaf = doc["defects"][2]
+    assert uaf["op"] == "referenced P 0x10000 1"
+    assert (
+        "freed at line 8 (exit C)" in uaf["detail"]
+        and "allocated at line 4 (fork P C)" in uaf["detail"]
+    )
+
+
+def test_exec_clean_on_final_exit_zero(bug4: Path) -> None:
+    r = cli("exec", str(bug4), "--variant", "2.6.34", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["outcome"] == "clean"
+
+
+def test_exec_text_prints_defect_and_replay(bug4: Path) -> None:
+    r = cli("exec", str(bug4), "--variant", "2.6.34-rc3")
+    assert r.returncode == 1
+    assert "line 7: touch P 0x10000 1 r" in r.stdout
+    assert "invariant I1:" in r.stdout
+    assert f"replay: rmapstress exec {bug4} --variant 2.6.34-rc3 --memory reuse" in r.stdout
+
+
+def test_exec_all_variants_table(bug4: Path) -> None:
+    r = cli("exec", str(bug4), "--variant", "all")
+    assert r.returncode == 1
+    table = r.stdout.rsplit("\n\n", 1)[-1].splitlines()
+    assert table[0].split() == ["variant", "outcome", "first", "defect"]
+    rows = {line.split()[0]: line.split()[1] for line in table[1:]}
+    assert rows == {
+        "2.6.34-rc3": "defect",
+        "rik-v2": "defect",
+        "rik-v2-dst": "defect",
+        "hannes-merge": "defect",
+        "2.6.34": "clean",
+    }
+
+
+def test_exec_reads_stdin() -> None:
+    r = cli("exec", "-", "--variant", "2.6.34", "--json", stdin="spawn P\nmmap P 0x10000 1 rw\n")
+    assert r.returncode == 0 and json.loads(r.stdout)["ops"] == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (
+            ["exec", "-"],
+            "spawn P\nmmap P 0x10001 1 rw\n",
+            "<stdin>:2: address 0x10001 is not page-aligned",
+        ),
+        (["exec", "/nonexistent/x.rmap"], None, "cannot read program /nonexistent/x.rmap"),
+        (["exec", "-", "--variant", "2.6.34+bogus"], "", "unknown patch 'bogus'"),
+        (["exec", "-", "--variant", "reuse-singular"], "", "must start with a base or preset"),
+        (["exec", "-", "--memory", "leaky"], "", "invalid choice: 'leaky'"),
+        (["exec"], None, "the following arguments are required: program"),
+        (["hunt"], None, "the following arguments are required: --variant"),
+        (["hunt", "--variant", "2.6.34", "--budget-s", "0"], None, "--budget-s must be positive"),
+        (["frob"], None, "invalid choice: 'frob'"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(args: list[str], stdin: str | None, message: str) -> None:
+    r = cli(*args, stdin=stdin)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert message in lines[0]
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.timeout(200)
+def test_hunt_finds_and_shrinks_rik_v2_and_writes_a_replayable_program(tmp_path: Path) -> None:
+    out = tmp_path / "found.rmap"
+    r = cli(
+        "hunt",
+        "--variant",
+        "rik-v2",
+        "--budget-s",
+        "60",
+        "--seed",
+        "3",
+        "-o",
+        str(out),
+        timeout=190,
+    )
+    assert r.returncode == 1, r.stdout + r.stderr
+    lines = [line for line in out.read_text().splitlines() if line and not line.startswith("#")]
+    assert 1 <= len(lines) <= 8
+    again = cli("exec", str(out), "--variant", "rik-v2", "--json")
+    assert again.returncode == 1
+    assert json.loads(again.stdout)["defects"][0]["kind"] == "crash"
+
+
+@pytest.mark.timeout(120)
+def test_hunt_on_final_kernel_finds_nothing_in_a_short_budget() -> None:
+    r = cli("hunt", "--variant", "2.6.34", "--budget-s", "8")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "no defect in" in r.stdout
