@@ -179,6 +179,7 @@ class VmArea(SlabObject):
     __slots__ = (
         "anon_vma",
         "anon_vma_chain",
+        "shadow_oldest",
         "vm_end",
         "vm_flags",
         "vm_mm",
@@ -186,7 +187,6 @@ class VmArea(SlabObject):
         "vm_page_prot",
         "vm_pgoff",
         "vm_start",
-        "shadow_oldest",
     )
     STRUCT = "vm_area_struct"
     SIZE = 176
