@@ -127,44 +127,50 @@ class ThreadingSync:
         return RwSemaphore(name)
 
 
-def _site_of(site_fn: Any) -> str:
-    site = site_fn() if site_fn else None
+def _site_text(site: Any) -> str:
     if isinstance(site, tuple) and len(site) == 2:
         return f"line {site[0]} ({site[1]})"
     return str(site) if site else "an earlier operation"
 
 
+def _site_of(site_fn: Any) -> str:
+    return _site_text(site_fn() if site_fn else None)
+
+
 class _OneCpuLock:
     """A spinlock on a machine with one CPU: contention can only mean a lockup."""
 
-    __slots__ = ("_held_at", "_site", "name")
+    __slots__ = ("_held", "_held_at", "_site", "name")
 
     def __init__(self, name: str, site_fn: Any) -> None:
         self.name = name
         self._site = site_fn
-        self._held_at: str | None = None
+        self._held = False
+        self._held_at: Any = None  # the raw site; formatted only for a report
 
     def acquire(self, blocking: bool = True) -> bool:
-        if self._held_at is not None:
+        if self._held:
             if not blocking:
                 return False
+            held_at = _site_text(self._held_at)
             raise Lockup(
                 f"soft lockup: spin_lock({self.name}) spins for ever: it is already held, "
-                f"taken at {self._held_at} and never released",
+                f"taken at {held_at} and never released",
                 lock=self.name,
-                held_since=self._held_at,
+                held_since=held_at,
             )
-        self._held_at = _site_of(self._site)
+        self._held = True
+        self._held_at = self._site() if self._site is not None else None
         return True
 
     def release(self) -> None:
-        self._held_at = None
+        self._held = False
 
     def locked(self) -> bool:
-        return self._held_at is not None
+        return self._held
 
     def __repr__(self) -> str:
-        return f"<{self.name} {'held' if self._held_at else 'free'}>"
+        return f"<{self.name} {'held' if self._held else 'free'}>"
 
 
 class _OneCpuRwSem:

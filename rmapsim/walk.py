@@ -47,7 +47,8 @@ class WalkState:
 
 
 StepHook = Callable[[WalkState], None]
-#: Called when a walk trips its bound; returning True keeps the walker going.
+#: Called when a walk trips its bound (and after every further lap); returning True
+#: keeps the walker going, as the real CPU would, until a step hook stops it.
 LoopHook = Callable[[WalkState, ListLoop], bool]
 
 
@@ -140,10 +141,10 @@ class Walks:
             if hook is not None:
                 st.steps = steps
                 hook(st)
-            try:
-                entry = pos.owner if pos.member is member else self.container_of(pos, member)
-            except (KernelOops, ListCorruption):
-                raise _bad_entry(pos, member) from None
+            if type(pos) is ListHead and pos.member is member:
+                entry = pos.owner
+            else:
+                entry = self._entry(pos, member)
             if safe:
                 nxt = pos.next if forward else pos.prev
                 yield entry
@@ -152,11 +153,63 @@ class Walks:
                 yield entry
                 pos = pos.next if forward else pos.prev
 
+    def _entry(self, pos: Any, member: Member) -> Any:
+        try:
+            return self.container_of(pos, member)
+        except (KernelOops, ListCorruption):
+            raise _bad_entry(pos, member) from None
+
+    def _forward(self, head: ListHead, member: Member, what: str, lock: Any) -> Iterator[Any]:
+        """The hot path: list_for_each_entry, kept as lean as the bookkeeping allows.
+
+        The step bound is the length of a C-level range; the hook test happens once
+        per walk, by choosing the loop.
+        """
+        bound = self.mem.live_objects + 1
+        hook = self.step_hook
+        pos = head.next
+        if hook is None:
+            for _ in range(bound):
+                if pos is head:
+                    return
+                try:
+                    mine = pos.member is member
+                except (KernelOops, ListCorruption):
+                    raise _bad_entry(pos, member) from None
+                yield pos.owner if mine else self._entry(pos, member)
+                pos = pos.next
+            st = WalkState(what, head, member, lock, bound)
+        else:
+            st = WalkState(what, head, member, lock, bound)
+            for steps in range(1, bound + 1):
+                if pos is head:
+                    return
+                st.steps = steps
+                hook(st)
+                try:
+                    mine = pos.member is member
+                except (KernelOops, ListCorruption):
+                    raise _bad_entry(pos, member) from None
+                yield pos.owner if mine else self._entry(pos, member)
+                pos = pos.next
+        # More steps than live objects: the walk is trapped.  It goes on only while the
+        # on_loop hook says so, which it is asked again after every further lap.
+        steps = bound
+        while pos is not head:
+            steps += 1
+            st.steps = steps
+            if (steps - 1) % bound == 0:
+                self._tripped(st, "next")
+            if hook is not None:
+                hook(st)
+            yield pos.owner if pos.member is member else self._entry(pos, member)
+            pos = pos.next
+
     def for_each_entry(
         self, head: ListHead, member: Member, *, what: str, lock: Any = None
     ) -> Iterator[Any]:
         """list_for_each_entry(pos, head, member)."""
-        return self._walk(head, member, what, lock, "next", False)
+        return self._forward(head, member, what, lock)
 
     def for_each_entry_reverse(
         self, head: ListHead, member: Member, *, what: str, lock: Any = None
