@@ -27,7 +27,7 @@ from rmapsim.structs import (
 )
 from rmapsim.sync import SyncFactory, ThreadingSync
 from rmapsim.variants import Variant, parse_variant
-from rmapsim.walk import LoopHook, StepHook, Walks
+from rmapsim.walk import LoopHook, StepHook, Tracker, Walks
 
 YieldHook = Callable[[str], None]
 EventHook = Callable[[KernelDefect], None]
@@ -100,6 +100,7 @@ class Kernel:
         yield_point: YieldHook | None = None,
         walk_step: StepHook | None = None,
         on_loop: LoopHook | None = None,
+        walk_tracker: Tracker | None = None,
         on_event: EventHook | None = None,
         slab_page_bytes: int = 4096,
         min_partial: int = 5,
@@ -115,7 +116,7 @@ class Kernel:
         self.yield_point = yield_point
         self.on_event = on_event
         self.lists = ListOps(debug_list=debug_list, yield_point=yield_point, on_warn=self._warn)
-        self.walks = Walks(self.mem, step_hook=walk_step, on_loop=on_loop)
+        self.walks = Walks(self.mem, step_hook=walk_step, on_loop=on_loop, tracker=walk_tracker)
         self.atomic = threading.Lock()  # stands in for atomic_t operations
         self.pages = PageAllocator(self)
         from rmapsim import swap

@@ -31,7 +31,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from rmapsim.errors import KernelBug, KernelOops, Lockup, ModelError, UseAfterFree
+from rmapsim.errors import KernelOops, Lockup, ModelError, UseAfterFree
 from rmapsim.lists import NULL_LIST, BadAddress, ListHead, Member
 from rmapsim.structs import (
     KERNEL_BASE,
@@ -323,7 +323,10 @@ class Memory:
         self.epoch = 0
         self._rcu_nest: dict[int, int] = {}
         self._rcu_start: dict[int, int] = {}
-        self._rcu_pending: list[tuple[int, SlabPage]] = []
+        # Deferred work for after a grace period: slab pages to give back, and (kasan)
+        # freed anon_vmas to poison.
+        self._rcu_pending: list[tuple[int, SlabPage | SlabObject]] = []
+        self.double_frees = 0
         self._local = threading.local()
         self.site: Any = None
         self.caches: dict[str, SlabCache] = {}
@@ -388,6 +391,7 @@ class Memory:
         for obj in slots:
             if cache.ctor is not None:
                 cache.ctor(obj)
+                obj.junk = None  # the constructor sets up every field
             self._make_stale(obj, recycled=False)
         for obj in reversed(slots):  # first allocation gets the lowest address
             self._push_free(cache, obj)
@@ -450,22 +454,31 @@ class Memory:
         with self.lock:
             cache = obj.cache
             if obj.state != LIVE:
-                site = obj.free_site
-                raise KernelBug(
-                    f"kernel BUG: double free of {obj.name} in kmem_cache {cache.label} "
-                    f"(first freed at {_site_text(site)})",
-                    object=obj.name,
-                    freed_at=_site_text(site),
-                )
+                if self.kasan:
+                    raise self.double_free(obj)
+                # SLUB without debugging checks nothing: the object goes on the free list
+                # a second time, and two later allocations hand out the same memory.
+                self.double_frees += 1
+                self._push_free(cache, obj)
+                return
             obj.state = FREE
             obj.free_site = self.current_site()
             self.live_objects -= 1
             cache.freed += 1
             page = self._page_of(obj.addr)
             page.inuse -= 1
-            self._make_stale(obj, recycled=False)
             if self.kasan:
+                if cache.rcu:
+                    # SLAB_DESTROY_BY_RCU: a reader that found it before the free may still
+                    # use it until a grace period has passed; only then is it poisoned.
+                    obj.__class__ = STALE[LIVE_CLASS[type(obj)]]
+                    self.epoch += 1
+                    self._rcu_pending.append((self.epoch, obj))
+                    self._rcu_reap()
+                else:
+                    self._make_stale(obj, recycled=False)
                 return  # quarantined for ever
+            self._make_stale(obj, recycled=False)
             self._push_free(cache, obj)
             if page.inuse == 0:
                 self._maybe_discard(cache, page)
@@ -521,16 +534,18 @@ class Memory:
                 self._rcu_nest[tid] = n
 
     def _rcu_reap(self) -> None:
-        """Release the deferred pages whose grace period has ended (lock held)."""
+        """Finish the deferred work whose grace period has ended (lock held)."""
         if not self._rcu_pending:
             return
         oldest = min(self._rcu_start.values(), default=None)
-        keep = []
-        for epoch, page in self._rcu_pending:
-            if oldest is None or oldest >= epoch:
-                self._release_page(page)
-            else:
-                keep.append((epoch, page))
+        keep: list[tuple[int, SlabPage | SlabObject]] = []
+        for epoch, item in self._rcu_pending:
+            if oldest is not None and oldest < epoch:
+                keep.append((epoch, item))
+            elif isinstance(item, SlabPage):
+                self._release_page(item)
+            elif item.state == FREE:
+                self._make_stale(item, recycled=False)
         self._rcu_pending = keep
 
     def quiesce(self) -> None:
@@ -764,6 +779,20 @@ class Memory:
             object=obj.name,
             field=field,
             access=access,
+            function=_accessor(),
+            allocated_at=_site_text(obj.alloc_site),
+            freed_at=_site_text(obj.free_site),
+            accessed_at=_site_text(site),
+        )
+
+    def double_free(self, obj: SlabObject) -> UseAfterFree:
+        site = self.current_site()
+        return UseAfterFree(
+            f"KASAN: double-free of {obj.name} in {_accessor()} (allocated at "
+            f"{_site_text(obj.alloc_site)}, freed at {_site_text(obj.free_site)}, freed again at "
+            f"{_site_text(site)})",
+            object=obj.name,
+            access="double-free",
             function=_accessor(),
             allocated_at=_site_text(obj.alloc_site),
             freed_at=_site_text(obj.free_site),

@@ -19,7 +19,7 @@ counter compare per step and one test for the hook.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from rmapsim.errors import KernelOops, ListCorruption, ListLoop
 from rmapsim.lists import BadAddress, ListHead, Member, describe_node
@@ -29,7 +29,7 @@ from rmapsim.structs import STRUCTS
 class WalkState:
     """What a walk is doing, for the hooks (and the harness's evidence)."""
 
-    __slots__ = ("bound", "head", "lock", "member", "steps", "what")
+    __slots__ = ("bound", "handle", "head", "lock", "member", "steps", "what")
 
     def __init__(self, what: str, head: ListHead, member: Member, lock: Any, bound: int) -> None:
         self.what = what
@@ -38,6 +38,8 @@ class WalkState:
         self.lock = lock
         self.bound = bound
         self.steps = 0
+        #: What a tracker made of this walk (the harness's walk record), if any.
+        self.handle: Any = None
 
     def describe(self) -> str:
         return (
@@ -47,6 +49,17 @@ class WalkState:
 
 
 StepHook = Callable[[WalkState], None]
+
+
+class WalkHandle(Protocol):
+    """What a tracker returns for a walk: told of every step and of the end."""
+
+    def step(self) -> None: ...
+    def end(self, error: BaseException | None = None) -> None: ...
+
+
+#: Called when a walk starts; the handle it returns sees every step and the end.
+Tracker = Callable[[WalkState], WalkHandle]
 #: Called when a walk trips its bound (and after every further lap); returning True
 #: keeps the walker going, as the real CPU would, until a step hook stops it.
 LoopHook = Callable[[WalkState, ListLoop], bool]
@@ -84,14 +97,19 @@ def _bad_entry(pos: BadAddress, member: Member) -> KernelOops | ListCorruption:
 class Walks:
     """The list walks of one modelled kernel."""
 
-    __slots__ = ("mem", "on_loop", "step_hook")
+    __slots__ = ("mem", "on_loop", "step_hook", "tracker")
 
     def __init__(
-        self, mem: Any, step_hook: StepHook | None = None, on_loop: LoopHook | None = None
+        self,
+        mem: Any,
+        step_hook: StepHook | None = None,
+        on_loop: LoopHook | None = None,
+        tracker: Tracker | None = None,
     ) -> None:
         self.mem = mem
         self.step_hook = step_hook
         self.on_loop = on_loop
+        self.tracker = tracker
 
     def container_of(self, pos: Any, member: Member) -> Any:
         """list_entry(): the structure whose `member` is `pos` (a view if it is not one)."""
@@ -127,31 +145,44 @@ class Walks:
     def _walk(
         self, head: ListHead, member: Member, what: str, lock: Any, direction: str, safe: bool
     ) -> Iterator[Any]:
+        """Every other walk: reverse, safe, or watched by a step hook or tracker."""
         bound = self.mem.live_objects + 1
         hook = self.step_hook
         st = WalkState(what, head, member, lock, bound)
+        handle = st.handle = self.tracker(st) if self.tracker is not None else None
         forward = direction == "next"
-        pos = head.next if forward else head.prev
-        steps = 0
-        while pos is not head:
-            steps += 1
-            if steps > bound:
+        error: BaseException | None = None
+        try:
+            pos = head.next if forward else head.prev
+            steps = 0
+            while pos is not head:
+                steps += 1
                 st.steps = steps
-                self._tripped(st, direction)
-            if hook is not None:
-                st.steps = steps
-                hook(st)
-            if type(pos) is ListHead and pos.member is member:
-                entry = pos.owner
-            else:
-                entry = self._entry(pos, member)
-            if safe:
-                nxt = pos.next if forward else pos.prev
-                yield entry
-                pos = nxt
-            else:
-                yield entry
-                pos = pos.next if forward else pos.prev
+                if steps > bound and (steps - 1) % bound == 0:
+                    self._tripped(st, direction)
+                if handle is not None:
+                    handle.step()
+                if hook is not None:
+                    hook(st)
+                if type(pos) is ListHead and pos.member is member:
+                    entry = pos.owner
+                else:
+                    entry = self._entry(pos, member)
+                if safe:
+                    nxt = pos.next if forward else pos.prev
+                    yield entry
+                    pos = nxt
+                else:
+                    yield entry
+                    pos = pos.next if forward else pos.prev
+        except GeneratorExit:
+            raise  # the walker broke out of its loop: a normal end
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if handle is not None:
+                handle.end(error)
 
     def _entry(self, pos: Any, member: Member) -> Any:
         try:
@@ -160,48 +191,30 @@ class Walks:
             raise _bad_entry(pos, member) from None
 
     def _forward(self, head: ListHead, member: Member, what: str, lock: Any) -> Iterator[Any]:
-        """The hot path: list_for_each_entry, kept as lean as the bookkeeping allows.
+        """The hot path: list_for_each_entry with no hook, as lean as bookkeeping allows.
 
-        The step bound is the length of a C-level range; the hook test happens once
-        per walk, by choosing the loop.
+        The step bound is the length of a C-level range; past it the walk is trapped.
         """
+        if self.step_hook is not None or self.tracker is not None:
+            yield from self._walk(head, member, what, lock, "next", False)
+            return
         bound = self.mem.live_objects + 1
-        hook = self.step_hook
         pos = head.next
-        if hook is None:
-            for _ in range(bound):
-                if pos is head:
-                    return
-                try:
-                    mine = pos.member is member
-                except (KernelOops, ListCorruption):
-                    raise _bad_entry(pos, member) from None
-                yield pos.owner if mine else self._entry(pos, member)
-                pos = pos.next
-            st = WalkState(what, head, member, lock, bound)
-        else:
-            st = WalkState(what, head, member, lock, bound)
-            for steps in range(1, bound + 1):
-                if pos is head:
-                    return
-                st.steps = steps
-                hook(st)
-                try:
-                    mine = pos.member is member
-                except (KernelOops, ListCorruption):
-                    raise _bad_entry(pos, member) from None
-                yield pos.owner if mine else self._entry(pos, member)
-                pos = pos.next
-        # More steps than live objects: the walk is trapped.  It goes on only while the
-        # on_loop hook says so, which it is asked again after every further lap.
-        steps = bound
-        while pos is not head:
-            steps += 1
-            st.steps = steps
-            if (steps - 1) % bound == 0:
+        for _ in range(bound):
+            if pos is head:
+                return
+            try:
+                mine = pos.member is member
+            except (KernelOops, ListCorruption):
+                raise _bad_entry(pos, member) from None
+            yield pos.owner if mine else self._entry(pos, member)
+            pos = pos.next
+        st = WalkState(what, head, member, lock, bound)
+        st.steps = bound
+        while pos is not head:  # goes on only while on_loop says so (asked every lap)
+            st.steps += 1
+            if (st.steps - 1) % bound == 0:
                 self._tripped(st, "next")
-            if hook is not None:
-                hook(st)
             yield pos.owner if pos.member is member else self._entry(pos, member)
             pos = pos.next
 
@@ -230,21 +243,29 @@ class Walks:
         bound = self.mem.live_objects + 1
         hook = self.step_hook
         st = WalkState(what, head, member, lock, bound)
-        steps = 0
-        while head.next is not head:
-            steps += 1
-            if steps > bound:
+        handle = st.handle = self.tracker(st) if self.tracker is not None else None
+        error: BaseException | None = None
+        try:
+            steps = 0
+            while head.next is not head:
+                steps += 1
                 st.steps = steps
-                self._tripped(st, "next", draining=True)
-            if hook is not None:
-                st.steps = steps
-                hook(st)
-            pos = head.next
-            try:
-                entry = pos.owner if pos.member is member else self.container_of(pos, member)
-            except (KernelOops, ListCorruption):
-                raise _bad_entry(pos, member) from None
-            yield entry
+                if steps > bound and (steps - 1) % bound == 0:
+                    self._tripped(st, "next", draining=True)
+                if handle is not None:
+                    handle.step()
+                if hook is not None:
+                    hook(st)
+                pos = head.next
+                yield pos.owner if pos.member is member else self._entry(pos, member)
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if handle is not None:
+                handle.end(error)
 
     def bare_chase(self, head: ListHead) -> int:
         """The uninstrumented pointer chase (benchmark baseline): steps to return to head."""

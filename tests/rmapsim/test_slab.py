@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from rmapsim.errors import KernelBug, Lockup, UseAfterFree
+from rmapsim.errors import Lockup, UseAfterFree
 from rmapsim.kernel import Kernel
 from rmapsim.lists import ListHead
 from rmapsim.slab import LIVE, LockWordView, Memory, peek
@@ -83,12 +83,42 @@ def test_kasan_reports_first_stale_access_with_sites_and_never_reuses() -> None:
     assert k.mem.alloc(k.anon_vma_cachep) is not av
 
 
-def test_double_free_is_a_bug() -> None:
+def test_double_free_corrupts_the_free_list_as_slub_does() -> None:
     k = kernel()
     a = k.mem.alloc(k.anon_vma_chain_cachep)
     k.mem.free(a)
-    with pytest.raises(KernelBug, match="double free"):
+    k.mem.free(a)  # no check without slub_debug
+    assert k.mem.double_frees == 1
+    first = k.mem.alloc(k.anon_vma_chain_cachep)
+    second = k.mem.alloc(k.anon_vma_chain_cachep)
+    assert first is a and second is a  # two owners, one object
+
+
+def test_kasan_reports_a_double_free_with_both_sites() -> None:
+    k = kernel("kasan")
+    k.mem.site = (2, "mmap P 0x10000 1 rw")
+    a = k.mem.alloc(k.anon_vma_chain_cachep)
+    k.mem.site = (5, "exit P")
+    k.mem.free(a)
+    k.mem.site = (7, "exit C")
+    with pytest.raises(UseAfterFree, match="double-free") as info:
         k.mem.free(a)
+    assert info.value.details["freed_at"] == "line 5 (exit P)"
+    assert info.value.details["accessed_at"] == "line 7 (exit C)"
+
+
+def test_kasan_keeps_a_freed_anon_vma_readable_until_the_grace_period_ends() -> None:
+    """SLAB_DESTROY_BY_RCU: page_lock_anon_vma may lock it after it was freed."""
+    k = kernel("kasan")
+    av = k.mem.alloc(k.anon_vma_cachep)
+    k.mem.rcu_read_lock()  # a reader that found it before the free
+    k.mem.free(av)
+    assert av.lock.acquire()  # still a valid anon_vma for this reader
+    av.lock.release()
+    k.mem.rcu_read_unlock()
+    k.mem.quiesce()
+    with pytest.raises(UseAfterFree):
+        av.lock  # noqa: B018
 
 
 def test_live_count_tracks_alloc_and_free() -> None:

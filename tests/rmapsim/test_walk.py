@@ -119,3 +119,52 @@ def test_drain_stops_when_the_body_never_removes_the_entry() -> None:
     with pytest.raises(ListLoop, match="first entry never leaves"):
         for _ in k.walks.drain(av.head, AVC_SAME_ANON_VMA, what="t"):
             pass
+
+
+class Handle:
+    def __init__(self, st: WalkState, log: list[tuple[str, object]]) -> None:
+        self.st, self.log = st, log
+
+    def step(self) -> None:
+        self.log.append(("step", self.st.steps))
+
+    def end(self, error: BaseException | None = None) -> None:
+        self.log.append(("end", type(error).__name__ if error else None))
+
+
+def test_tracker_sees_every_step_and_the_end_of_the_walk() -> None:
+    log: list[tuple[str, object]] = []
+    k, av, avcs = setup(3, walk_tracker=lambda st: Handle(st, log))
+    assert list(k.walks.for_each_entry(av.head, AVC_SAME_ANON_VMA, what="t")) == avcs
+    assert log == [("step", 1), ("step", 2), ("step", 3), ("end", None)]
+
+
+def test_tracker_sees_a_break_as_a_normal_end_and_an_oops_as_an_error() -> None:
+    log: list[tuple[str, object]] = []
+    k, av, (_a, b, _c) = setup(3, walk_tracker=lambda st: Handle(st, log))
+    for _ in k.walks.for_each_entry(av.head, AVC_SAME_ANON_VMA, what="t"):
+        break
+    assert log == [("step", 1), ("end", None)]
+    log.clear()
+    b.same_anon_vma.next = k.mem.listptr(0x1234)
+    with pytest.raises(KernelOops):
+        for _ in k.walks.for_each_entry(av.head, AVC_SAME_ANON_VMA, what="t"):
+            pass
+    assert log[-1] == ("end", "KernelOops")
+
+
+def test_tripped_walk_hands_its_tracker_handle_to_on_loop() -> None:
+    seen: list[object] = []
+
+    def on_loop(st: WalkState, exc: ListLoop) -> bool:
+        seen.append(st.handle)
+        return False
+
+    log: list[tuple[str, object]] = []
+    k, av, (a, b) = setup(2, walk_tracker=lambda st: Handle(st, log), on_loop=on_loop)
+    b.same_anon_vma.next = a.same_anon_vma
+    with pytest.raises(ListLoop):
+        for _ in k.walks.for_each_entry(av.head, AVC_SAME_ANON_VMA, what="t"):
+            pass
+    assert isinstance(seen[0], Handle)
+    assert log[-1] == ("end", "ListLoop")

@@ -1,0 +1,552 @@
+"""The Monitor: everything one run owns, and the run's life from start to report.
+
+A Monitor is one run (one case): its lock classes and lockdep graph, its threads,
+its watchdog, its verdicts, its statistics and trace.  Many runs may follow one
+another in one process; nothing of one leaks into the next.  Locks made through a
+Monitor that is not started still work (no watchdog, no budget): verdicts are
+recorded but nothing is cancelled, and a self-deadlock raises at once.
+
+Life of a run:  start() arms the faulthandler backstop and starts the watchdog;
+run() starts the spawned workers and waits for the budget to end, a stopping
+verdict (plus linger_s), or every worker to finish; then it cancels, joins the
+workers within grace_s (else the emergency exit), stops the watchdog and returns
+the CaseResult, which is also added to the attached RunReport.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+from stress import diagnosis, escape
+from stress.config import Config
+from stress.errors import Cancelled
+from stress.lockcore import Waiter
+from stress.lockdep import LockClass, Lockdep
+from stress.locks import Mutex, TimedMutex
+from stress.report import CaseResult, Record, RunReport, chrome_events, open_records
+from stress.rwsem import RWSem
+from stress.threads import ThreadState, all_threads, capture_current, current, held_list, where
+from stress.verdicts import Verdict, VerdictBook
+from stress.walks import Walk
+from stress.watchdog import Watchdog
+
+#: How often run() looks at its workers while waiting for the budget to end.
+_RUN_TICK_S = 0.05
+
+
+@dataclass(frozen=True)
+class Status:
+    """A status tick: what the run has done so far (for progress bars and status lines)."""
+
+    case: str
+    elapsed_s: float
+    ops: int
+    ops_per_s: float
+    walks: int
+    walks_per_s: float
+    walk_steps: int
+    verdicts: int
+    kinds: dict[str, int]
+
+
+class Worker:
+    """A thread spawned by a Monitor: cancellation ends it quietly, an exception is a verdict."""
+
+    def __init__(self, mon: Monitor, target: Callable[..., Any], args: tuple[Any, ...],
+                 kwargs: dict[str, Any], name: str, tracked: bool) -> None:
+        self.mon = mon
+        self.name = name
+        self.tracked = tracked
+        self._target, self._args, self._kwargs = target, args, kwargs
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.state: ThreadState | None = None
+        self.thread = threading.Thread(target=self._main, name=name, daemon=True)
+
+    def start(self) -> None:
+        if self.thread.ident is None:
+            self.thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def _main(self) -> None:
+        state = self.state = current()
+        self.mon.adopt(state)
+        if self.tracked:
+            state.tracked_by = self.mon
+        try:
+            self.result = self._target(*self._args, **self._kwargs)
+        except Cancelled:
+            pass
+        except BaseException as exc:  # recorded, never lost: a crash verdict
+            self.error = exc
+            self.mon.worker_crashed(state, exc)
+
+
+class Monitor:
+    """One run: its locks, lockdep graph, threads, watchdog, verdicts, stats and trace."""
+
+    def __init__(self, config: Config | None = None, *, name: str = "run",
+                 meta: Mapping[str, Any] | None = None, report: RunReport | None = None,
+                 on_status: Callable[[Status], None] | None = None,
+                 emergency_dir: str | Path | None = None) -> None:
+        self.config = (config or Config()).validate()
+        self.name = name
+        self.meta: dict[str, Any] = dict(meta or {})
+        self.report = report
+        self.on_status = on_status
+        folder = emergency_dir if emergency_dir is not None else (
+            report.folder if report is not None else None)
+        self.emergency_dir = Path(folder) if folder is not None else None
+        self.lockdep = Lockdep(self)
+        self.book = VerdictBook()
+        self.errors: list[str] = []
+        #: Verdicts raised after cancellation: listed in reports, not counted.
+        self.late: list[Verdict] = []
+        self.t0 = perf_counter()
+        self.started_at = time.time()
+        self.running = False
+        self.cancelled = False
+        self.cancel_reason = ""
+        self.cancelled_at: float | None = None
+        self._cancel_evt = threading.Event()
+        self._stop_at: float | None = None
+        self._stop_reason = ""
+        self._states: list[ThreadState] = []
+        self._states_lock = threading.Lock()
+        self._workers: list[Worker] = []
+        cap = self.config.trace_events
+        self.trace_ring: deque[Record] | None = deque(maxlen=cap) if cap else None
+        self._watchdog: Watchdog | None = None
+        self._backstop = escape.Backstop(self.emergency_dir)
+        self._status_at = 0.0
+        self._status_prev: tuple[float, int, int] = (self.t0, 0, 0)
+        self._ended_at: float | None = None
+        self._final: CaseResult | None = None
+        self.stuck: list[str] = []
+        self.stuck_detail: list[dict[str, Any]] = []
+
+    # -- locks ---------------------------------------------------------------------------
+
+    def lock_class(self, name: str, *, budget_s: float | None = None) -> LockClass:
+        """The lock class `name` of this run (created on first use)."""
+        return self.lockdep.lock_class(name, budget_s or self.config.budget(name))
+
+    def mutex(self, lock_class: str, name: str | None = None, *, fair: bool = True,
+              subclass: int = 0) -> Mutex:
+        """A new instrumented mutex (timed when config.timing is on)."""
+        kind = TimedMutex if self.config.timing else Mutex
+        return kind(lock_class, name, monitor=self, fair=fair, subclass=subclass)
+
+    def spinlock(self, lock_class: str, name: str) -> Mutex:
+        """A fair mutex standing in for a kernel spinlock (a sync-factory method)."""
+        return self.mutex(lock_class, name)
+
+    def rwsem(self, lock_class: str, name: str | None = None, *, subclass: int = 0) -> RWSem:
+        """A new instrumented reader-writer semaphore."""
+        return RWSem(lock_class, name, monitor=self, subclass=subclass)
+
+    # -- threads -------------------------------------------------------------------------
+
+    def spawn(self, target: Callable[..., Any], *args: Any, name: str | None = None,
+              tracked: bool = True, **kwargs: Any) -> Worker:
+        """A worker thread, started by run() (or at once if the run is already going).
+
+        A tracked worker is expected to call progress() after each operation: going
+        verdict_s without one is a livelock (if it keeps running) or a stall.
+        """
+        worker = Worker(self, target, args, kwargs, name or f"worker-{len(self._workers)}",
+                        tracked)
+        self._workers.append(worker)
+        if self.running and not self.cancelled:
+            worker.start()
+        return worker
+
+    @property
+    def workers(self) -> list[Worker]:
+        return list(self._workers)
+
+    def adopt(self, state: ThreadState) -> None:
+        """Count `state` as a thread of this run (its counters start from zero)."""
+        if state.monitor is self:
+            return
+        with self._states_lock:
+            if state.monitor is not self:
+                state.monitor = self
+                state.ops = state.nwalks = state.steps = state.nslow = 0
+                state.tracked_by = None
+                self._states.append(state)
+
+    def register_thread(self) -> ThreadState:
+        """Watch the calling thread (threads not made by spawn())."""
+        state = current()
+        self.adopt(state)
+        return state
+
+    def states(self) -> list[ThreadState]:
+        with self._states_lock:
+            return list(self._states)
+
+    # -- hooks for workers ---------------------------------------------------------------
+
+    def progress(self, n: int = 1) -> None:
+        """The calling thread completed `n` operations (livelock and stall need this)."""
+        state: ThreadState = held_list()[0]
+        if state.tracked_by is not self:
+            self.adopt(state)
+            state.tracked_by = self
+        state.ops += n
+        if self.cancelled:
+            raise Cancelled(self.cancel_reason)
+
+    def checkpoint(self) -> None:
+        """Raise Cancelled if the run is cancelled."""
+        if self.cancelled:
+            raise Cancelled(self.cancel_reason)
+
+    def pause(self, seconds: float) -> None:
+        """Sleep, idle by choice (never a stall); wakes at once and raises on cancellation."""
+        state = current()
+        state.idle = True
+        try:
+            cancelled = self._cancel_evt.wait(seconds)
+        finally:
+            state.idle = False
+        if cancelled:
+            raise Cancelled(self.cancel_reason)
+
+    def walk(self, kind: str, subject: str, *, lock: Any | None = None,
+             bound: int | None = None) -> Walk:
+        """Track a list walk: `with mon.walk(...) as w:` and `w.step()` per node."""
+        return Walk(self, kind, subject, lock, bound)
+
+    # -- verdicts ------------------------------------------------------------------------
+
+    @property
+    def verdicts(self) -> list[Verdict]:
+        return self.book.snapshot()
+
+    def now_s(self) -> float:
+        """Seconds since the run started."""
+        return perf_counter() - self.t0
+
+    def record(self, verdict: Verdict, *, keys: Sequence[Hashable] = (),
+               stop: bool | None = None) -> Verdict:
+        """Add a verdict (deduplicated by signature); stop the run if the policy says so.
+
+        After cancellation a verdict is kept apart (`late`): a worker stopped half-way
+        may leave state that makes others fail, which is not a finding of the run.
+        """
+        if self.cancelled:
+            self.late.append(verdict)
+            return verdict
+        kept, new = self.book.add(verdict, keys)
+        if not new:
+            return kept
+        if kept.replay is None and "replay" in self.meta:
+            kept.replay = str(self.meta["replay"])
+        ring = self.trace_ring
+        if ring is not None:
+            ring.append(("V", current().tid, kept.kind, kept.summary, self.t0 + kept.at_s))
+        if self.report is not None:
+            self.report.event("verdict", f"{kept.kind}: {kept.summary}", case=self.name,
+                              verdict=kept.to_dict())
+        if stop if stop is not None else self.config.stops_on(kept.kind):
+            self._request_stop(kept)
+        return kept
+
+    def report_defect(self, kind: str, summary: str, *, evidence: Mapping[str, Any] | None = None,
+                      threads: Sequence[str] = (), locks: Sequence[Any] = (),
+                      stop: bool | None = None) -> Verdict:
+        """A defect found by the code under test, reported through the verdict stream.
+
+        `locks` may be lock objects or names; the calling thread's stack is the proof.
+        """
+        state = current()
+        stack = capture_current(skip=2)
+        objects = [x for x in locks if not isinstance(x, str)]
+        ev = {str(k): diagnosis.plain(v) for k, v in (evidence or {}).items()}
+        held = [x.name for x in state.held_locks()]
+        if held:
+            ev.setdefault("held", held)
+        verdict = Verdict(
+            kind=kind, summary=summary, source="defect",
+            threads=list(dict.fromkeys([state.name, *threads])),
+            locks=[x if isinstance(x, str) else x.name for x in locks],
+            lock_classes=[x.lock_class.name for x in objects],
+            chain=[f"{state.name} found it at {where(stack)}"],
+            stacks={state.name: stack}, evidence=ev, culprits=[state.name], at_s=self.now_s(),
+        )
+        return self.record(verdict, stop=stop)
+
+    def worker_crashed(self, state: ThreadState, exc: BaseException) -> Verdict:
+        return self.record(diagnosis.crash(state, exc, self.now_s()))
+
+    def self_deadlock(self, state: ThreadState, lock: Any, waiter: Waiter) -> Verdict:
+        """A thread takes a lock it holds: the same episode the watchdog would find."""
+        snap = diagnosis.Snapshot.take(self)
+        verdict = diagnosis.deadlock([waiter], snap)
+        verdict.source = "lock"
+        return self.record(verdict, keys=[("deadlock", frozenset({id(waiter)}))])
+
+    def internal_error(self, where_: str, exc: BaseException) -> None:
+        text = f"{where_}: {type(exc).__name__}: {exc}"
+        self.errors.append(text + "\n" + "".join(traceback.format_exception(exc)))
+        if self.report is not None:
+            self.report.event("error", text, case=self.name)
+
+    def _request_stop(self, verdict: Verdict) -> None:
+        if not self.running or self.cancelled or self._stop_at is not None:
+            return
+        self._stop_reason = f"{verdict.kind}: {verdict.summary}"
+        if self.config.linger_s <= 0:
+            self.cancel(self._stop_reason)
+        else:
+            self._stop_at = perf_counter() + self.config.linger_s
+
+    # -- tracing and hold bookkeeping ----------------------------------------------------
+
+    def frozen(self, now: float) -> dict[ThreadState, float]:
+        """How long each watched thread has run no Python code (from the watchdog)."""
+        wd = self._watchdog
+        return {} if wd is None else wd.frozen(now)
+
+    def hold_done(self, lock: Any, t0: float, t1: float) -> None:
+        ring = self.trace_ring
+        if ring is not None:
+            ring.append(("L", current().tid, lock.name, lock.lock_class.name, t0, t1))
+
+    def walk_done(self, walk: Walk, t1: float, ended: str | None) -> None:
+        ring = self.trace_ring
+        if ring is not None:
+            ring.append(("W", walk.state.tid, walk.kind, walk.subject, walk.t0, t1, walk.n,
+                         walk.bound, ended))
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def start(self) -> Monitor:
+        """Arm the backstop and start the watchdog (idempotent)."""
+        if self.running or self._final is not None:
+            return self
+        self.t0 = perf_counter()
+        self.started_at = time.time()
+        self._status_at = self.t0 + self.config.status_every_s
+        self._status_prev = (self.t0, 0, 0)
+        self.running = True
+        self._backstop.arm(self.config.backstop_at_s)
+        self._watchdog = Watchdog(self)
+        self._watchdog.start()
+        return self
+
+    def run(self) -> CaseResult:
+        """Run the spawned workers for the budget; cancel, join, stop, return the result."""
+        self.start()
+        for worker in self._workers:
+            worker.start()
+        deadline = self.t0 + self.config.duration_s
+        while not self.cancelled:
+            left = deadline - perf_counter()
+            if left <= 0:
+                self.cancel(f"end of budget ({self.config.duration_s:g} s)")
+            elif self._workers and not any(w.alive for w in self._workers):
+                self.cancel("every worker finished")
+            else:
+                self._cancel_evt.wait(min(left, _RUN_TICK_S))
+        self._join_workers()
+        return self.stop()
+
+    def _join_workers(self) -> None:
+        assert self.cancelled_at is not None
+        until = self.cancelled_at + self.config.grace_s
+        for worker in self._workers:
+            if worker.thread.ident is not None:  # spawned after cancellation: never started
+                worker.thread.join(max(until - perf_counter(), 0.0))
+        stuck = [w.name for w in self._workers if w.alive]
+        if stuck:
+            self.stuck = stuck
+            snap = diagnosis.Snapshot.take(self)
+            self.stuck_detail = [diagnosis.describe_stuck(w.state, snap) for w in self._workers
+                                 if w.alive and w.state is not None]
+            try:
+                escape.emergency(self, stuck)  # does not return when on_stuck='exit'
+            finally:
+                self.stop()
+
+    def cancel(self, reason: str) -> None:
+        """Ask every thread of the run to stop: waits wake, walk steps raise."""
+        if self.cancelled:
+            return
+        self.cancel_reason = reason
+        self.cancelled_at = perf_counter()
+        self.cancelled = True
+        self._cancel_evt.set()
+        for state in self._watched():
+            for walk in list(state.walks):
+                walk.cancel()
+            waiter = state.waiting
+            if waiter is not None and waiter.lock.monitor is self:
+                waiter.wake()
+
+    def _watched(self) -> list[ThreadState]:
+        mine = self.states()
+        known = set(mine)
+        return mine + [s for s in all_threads() if s not in known and s.waiting is not None]
+
+    def tick(self, now: float) -> None:
+        """Called by the watchdog every poll: linger, budget and status ticks."""
+        if self._stop_at is not None and now >= self._stop_at:
+            self.cancel(self._stop_reason)
+        if self.running and now - self.t0 >= self.config.duration_s:
+            self.cancel(f"end of budget ({self.config.duration_s:g} s)")
+        if now >= self._status_at:
+            self._status_at = now + self.config.status_every_s
+            self._status(now)
+
+    def _status(self, now: float) -> None:
+        states = self.states()
+        ops = sum(s.ops for s in states)
+        walks = sum(s.nwalks for s in states)
+        prev_t, prev_ops, prev_walks = self._status_prev
+        span = max(now - prev_t, 1e-9)
+        self._status_prev = (now, ops, walks)
+        kinds: dict[str, int] = {}
+        for v in self.book.snapshot():
+            kinds[v.kind] = kinds.get(v.kind, 0) + v.count
+        status = Status(self.name, round(now - self.t0, 3), ops, round((ops - prev_ops) / span, 1),
+                        walks, round((walks - prev_walks) / span, 1),
+                        sum(s.steps for s in states), sum(kinds.values()), kinds)
+        if self.report is not None:
+            self.report.event("status", f"{status.ops:,} ops, {status.walks:,} walks, "
+                              f"{status.verdicts} verdicts", case=self.name,
+                              status=status.__dict__)
+        if self.on_status is not None:
+            try:
+                self.on_status(status)
+            except Exception as exc:
+                self.internal_error("status callback", exc)
+
+    def stop(self) -> CaseResult:
+        """End the run (cancelling it if needed) and return its result (idempotent)."""
+        if self._final is not None:
+            return self._final
+        if not self.cancelled:
+            self.cancel(self._stop_reason or "stopped")
+        if self._watchdog is not None:
+            self._watchdog.stop()
+        self._backstop.disarm()
+        self.running = False
+        self._ended_at = perf_counter()
+        self._final = self.result()
+        if self.report is not None:
+            self.report.add_case(self._final)
+        return self._final
+
+    def __enter__(self) -> Monitor:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- results -------------------------------------------------------------------------
+
+    def result(self) -> CaseResult:
+        """The case as it stands (final after stop())."""
+        if self._final is not None:
+            return self._final
+        verdicts = self.book.snapshot()
+        if self.errors or (self.stuck and not verdicts):
+            outcome = "error"
+        else:
+            outcome = "defect" if verdicts else "clean"
+        end = self._ended_at or perf_counter()
+        return CaseResult(
+            name=self.name,
+            meta=dict(self.meta),
+            outcome=outcome,
+            first_defect_s=min((v.at_s for v in verdicts), default=None),
+            duration_s=end - self.t0,
+            verdicts=verdicts,
+            late=list(self.late),
+            stats=self.stats(end),
+            cancel_reason=self.cancel_reason,
+            stuck=list(self.stuck),
+            stuck_detail=list(self.stuck_detail),
+            errors=list(self.errors),
+            trace_events=self._trace_events(end),
+        )
+
+    def stats(self, now: float | None = None) -> dict[str, Any]:
+        now = perf_counter() if now is None else now
+        elapsed = max(now - self.t0, 1e-9)
+        states = self.states()
+        ops = sum(s.ops for s in states)
+        walks = sum(s.nwalks for s in states)
+        kinds: dict[str, int] = {}
+        for v in self.book.snapshot():
+            kinds[v.kind] = kinds.get(v.kind, 0) + v.count
+        wd = self._watchdog
+        polls = wd.polls if wd is not None else 0
+        busy = wd.busy_s if wd is not None else 0.0
+        return {
+            "duration_s": round(elapsed, 4),
+            "threads": len(states),
+            "ops": ops,
+            "ops_per_s": round(ops / elapsed, 1),
+            "walks": walks,
+            "walks_per_s": round(walks / elapsed, 1),
+            "walk_steps": sum(s.steps for s in states),
+            "verdicts_by_kind": kinds,
+            "watchdog": {"period_s": self.config.poll_s, "polls": polls,
+                         "busy_s": round(busy, 4),
+                         "busy_pct": round(100.0 * busy / elapsed, 3)},
+            "lockdep": {"classes": len(self.lockdep.classes),
+                        "dependencies": sum(len(k.after) for c in self.lockdep.classes.values()
+                                            for k in c.keys),
+                        "slow_checks": self.lockdep.slow_checks},
+            "lock_classes": {name: c.stats.to_dict() for name, c in self.lockdep.classes.items()},
+            "trace": {"capacity": self.config.trace_events,
+                      "kept": len(self.trace_ring) if self.trace_ring is not None else 0},
+        }
+
+    def _trace_events(self, now: float) -> list[dict[str, Any]]:
+        ring = self.trace_ring
+        if ring is None:
+            return []
+        states = self.states()
+        others = [s for s in all_threads() if s not in set(states)]
+        records = list(ring) + open_records(states + others, self, now)
+        names = {s.tid: s.name for s in states + others}
+        process = " ".join(f"{k}={self.meta[k]}" for k in ("variant", "seed") if k in self.meta)
+        return chrome_events(records, pid=1, base=self.t0, process=process or self.name,
+                                   threads=names)
+
+    def close(self) -> None:
+        """Alias of stop() for callers that only want the run ended."""
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else ("stopped" if self._final else "idle")
+        return f"<Monitor {self.name} {state}, {len(self.book.verdicts)} verdicts>"
+
+
+_default: Monitor | None = None
+_default_lock = threading.Lock()
+
+
+def default_monitor() -> Monitor:
+    """The process-wide Monitor of locks made without one (never started)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Monitor(name="default")
+        return _default

@@ -1,0 +1,232 @@
+"""Per-thread state shared by the locks, the walks and the watchdog, and stack capture.
+
+Each OS thread gets one `ThreadState`, created on first use through a
+thread-local.  Its held-lock list is the lock fast path's only per-thread data:
+`held[0]` is the ThreadState itself and `held[1:]` the locks it holds, in
+acquisition order, so "holds nothing" is `len(held) == 1` and the most recent
+lock is `held[-1]`.
+
+The watchdog reads these fields from its own thread without locks: each field is
+written by its owner thread only (or under the lock guard that hands a lock
+over), and each read is of one attribute, which the GIL makes atomic.
+"""
+
+from __future__ import annotations
+
+import _thread
+import itertools
+import os
+import sys
+import threading
+import traceback
+from dataclasses import dataclass
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from stress.lockcore import Waiter
+    from stress.monitor import Monitor
+    from stress.walks import Walk
+
+_registry: dict[int, ThreadState] = {}
+_registry_lock = threading.Lock()
+_tids = itertools.count(1)
+
+_STRESS_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_THREADING_FILE = os.path.abspath(threading.__file__)
+
+
+class ThreadState:
+    """What one thread holds, waits for, walks and has achieved."""
+
+    __slots__ = (
+        "held",
+        "ident",
+        "idle",
+        "monitor",
+        "name",
+        "native_id",
+        "nslow",
+        "nwalks",
+        "ops",
+        "steps",
+        "thread",
+        "tid",
+        "tracked_by",
+        "waiting",
+        "walks",
+    )
+
+    def __init__(self, thread: threading.Thread) -> None:
+        self.held: list[Any] = [self]
+        self.thread = thread
+        self.name = thread.name
+        self.ident = threading.get_ident()
+        self.native_id = threading.get_native_id()
+        #: Small number for trace.json's tid.
+        self.tid = next(_tids)
+        #: Monitor this thread last worked for (spawned, waited, walked or progressed).
+        self.monitor: Monitor | None = None
+        #: Monitor counting this thread's operations (set by its first progress()).
+        self.tracked_by: Monitor | None = None
+        self.ops = 0
+        self.nwalks = 0
+        self.steps = 0
+        #: Contended waits and failed trylocks: activity without progress.
+        self.nslow = 0
+        self.waiting: Waiter | None = None
+        self.walks: list[Walk] = []
+        #: True while in Monitor.pause(): idle by choice, never a stall.
+        self.idle = False
+
+    def holds(self, lock: object) -> bool:
+        return any(_lock_of(entry) is lock for entry in self.held[1:])
+
+    def held_locks(self) -> list[Any]:
+        return [_lock_of(entry) for entry in self.held[1:]]
+
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def __repr__(self) -> str:
+        return f"<ThreadState {self.name} tid={self.tid}>"
+
+
+def _lock_of(entry: Any) -> Any:
+    # A nested acquisition pushes a small proxy naming its lock.
+    return getattr(entry, "lock", entry)
+
+
+#: `_tls.held` is the calling thread's held list.  A bare _thread._local is a few
+#: nanoseconds faster than a threading.local subclass; a thread's first access
+#: raises AttributeError and goes through `new_thread()`.
+_tls: Any = _thread._local()
+
+
+def new_thread() -> list[Any]:
+    """Create the calling thread's state; return its held list."""
+    state = ThreadState(threading.current_thread())
+    _tls.held = state.held
+    with _registry_lock:
+        _registry[state.tid] = state
+    return state.held
+
+
+def held_list() -> list[Any]:
+    """The calling thread's held list (held[0] is its ThreadState)."""
+    try:
+        held: list[Any] = _tls.held
+    except AttributeError:
+        held = new_thread()
+    return held
+
+
+def current() -> ThreadState:
+    """The calling thread's ThreadState."""
+    state: ThreadState = held_list()[0]
+    return state
+
+
+def all_threads() -> list[ThreadState]:
+    """Threads that touched the harness and are alive or died holding a lock."""
+    with _registry_lock:
+        for tid, state in list(_registry.items()):
+            if len(state.held) == 1 and not state.thread.is_alive():
+                del _registry[tid]
+        return list(_registry.values())
+
+
+def holders_of(lock: object) -> list[ThreadState]:
+    """Threads whose held list contains `lock` (slow: for errors, repr and reports)."""
+    return [s for s in all_threads() if s.holds(lock)]
+
+
+# -- stacks ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One stack frame, detached from the live frame so it survives the thread."""
+
+    file: str
+    line: int
+    func: str
+    code: str
+
+    @property
+    def internal(self) -> bool:
+        """A frame of the harness itself or of the threading module."""
+        return self.file.startswith(_STRESS_DIR) or self.file == _THREADING_FILE
+
+    def short(self) -> str:
+        return f"{os.path.basename(self.file)}:{self.line} in {self.func}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "line": self.line, "func": self.func, "code": self.code}
+
+
+def capture(frame: FrameType | None, limit: int = 40) -> list[Frame]:
+    """The stack from `frame` outwards, outermost first (traceback order)."""
+    if frame is None:
+        return []
+    summary = traceback.StackSummary.extract(traceback.walk_stack(frame), limit=limit)
+    frames = [Frame(f.filename, f.lineno or 0, f.name, (f.line or "").strip()) for f in summary]
+    frames.reverse()
+    return frames
+
+
+def capture_current(skip: int = 1) -> list[Frame]:
+    """The calling thread's stack, without the harness frames on top of it."""
+    frame: FrameType | None = sys._getframe(skip)
+    return capture(frame)
+
+
+def capture_threads(idents: list[int]) -> dict[int, list[Frame]]:
+    """Stacks of the given threads, taken now."""
+    frames = sys._current_frames()
+    return {ident: capture(frames.get(ident)) for ident in idents}
+
+
+def user_frames(frames: list[Frame]) -> list[Frame]:
+    return [f for f in frames if not f.internal]
+
+
+def top_frames(frames: list[Frame], count: int = 3) -> list[str]:
+    """Innermost frames outside the harness, innermost first (for signatures)."""
+    mine = user_frames(frames) or frames
+    return [f"{os.path.basename(f.file)}:{f.func}" for f in reversed(mine[-count:])]
+
+
+def where(frames: list[Frame]) -> str:
+    """The innermost frame outside the harness, as `file.py:12 in func: code`."""
+    mine = user_frames(frames) or frames
+    if not mine:
+        return "no Python frame"
+    top = mine[-1]
+    return f"{top.short()}: {top.code}" if top.code else top.short()
+
+
+def format_stack(frames: list[Frame], limit: int = 12) -> list[str]:
+    """Readable lines, innermost last; runs of harness frames collapse to one line."""
+    shown = frames[-limit:]
+    lines: list[str] = []
+    if len(frames) > limit:
+        lines.append(f"... {len(frames) - limit} outer frames")
+    internal: list[Frame] = []
+
+    def flush() -> None:
+        if internal:
+            names = ", ".join(f"{os.path.basename(f.file)}:{f.func}" for f in internal)
+            lines.append(f"  [harness: {names}]")
+            internal.clear()
+
+    for frame in shown:
+        if frame.internal:
+            internal.append(frame)
+            continue
+        flush()
+        lines.append(f'  File "{frame.file}", line {frame.line}, in {frame.func}')
+        if frame.code:
+            lines.append(f"    {frame.code}")
+    flush()
+    return lines

@@ -1,0 +1,302 @@
+"""The Monitor's life: budgets, cancellation, defects from outside, status ticks, isolation."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from stress import Cancelled, Config, Monitor, Status
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_clean_run_ends_at_its_budget(monitor_factory: Any, fast: Config) -> None:
+    mon = monitor_factory(fast.replace(duration_s=0.6), name="clean")
+    lock = mon.spinlock("anon_vma", "anon_vma#1")
+
+    def worker() -> None:
+        while True:
+            with lock:
+                pass
+            mon.progress()
+
+    mon.spawn(worker, name="w0")
+    mon.spawn(worker, name="w1")
+    start = time.monotonic()
+    result = mon.run()
+    elapsed = time.monotonic() - start
+    assert result.outcome == "clean" and result.verdicts == []
+    assert result.cancel_reason == "end of budget (0.6 s)"
+    assert 0.55 <= elapsed < 0.6 + fast.grace_s
+    assert result.stats["ops"] > 100 and result.stats["ops_per_s"] > 0
+    assert result.stats["threads"] == 2
+    assert result.stats["watchdog"]["polls"] >= 10
+
+
+def test_run_ends_when_every_worker_finished(monitor_factory: Any, fast: Config) -> None:
+    mon = monitor_factory(fast, name="short")
+    done = mon.spawn(lambda: 42, name="quick", tracked=False)
+    start = time.monotonic()
+    result = mon.run()
+    assert time.monotonic() - start < 1.0
+    assert result.cancel_reason == "every worker finished"
+    assert done.result == 42 and result.outcome == "clean"
+
+
+def test_every_cancellation_point_raises(monitor_factory: Any, fast: Config) -> None:
+    mon = monitor_factory(fast.replace(duration_s=1.0, stop_on=frozenset()), name="cancel")
+    lock = mon.spinlock("anon_vma", "anon_vma#1")
+    sem = mon.rwsem("mmap_sem", "mmap_sem#1")
+    stopped: dict[str, str] = {}
+    held = threading.Event()
+
+    def record(name: str, fn: Any) -> Any:
+        def run() -> None:
+            try:
+                fn()
+            except Cancelled as exc:
+                stopped[name] = exc.reason
+                raise
+        return run
+
+    def holder() -> None:
+        with lock, sem.write():
+            held.set()
+            mon.pause(60)
+
+    def mutex_waiter() -> None:
+        held.wait(5)
+        lock.acquire()
+
+    def rwsem_waiter() -> None:
+        held.wait(5)
+        sem.down_read()
+
+    def walker() -> None:
+        with mon.walk("endless", "ring", bound=None) as w:
+            while True:
+                w.step()
+
+    def progressing() -> None:
+        while True:
+            mon.progress()
+
+    def checkpointing() -> None:
+        while True:
+            mon.checkpoint()
+
+    for name, fn in [("holder", holder), ("mutex-waiter", mutex_waiter),
+                     ("rwsem-waiter", rwsem_waiter), ("walker", walker),
+                     ("progressing", progressing), ("checkpointing", checkpointing)]:
+        mon.spawn(record(name, fn), name=name, tracked=False)
+    start = time.monotonic()
+    result = mon.run()
+    assert time.monotonic() - start < 1.0 + 1.0
+    assert set(stopped) == {"holder", "mutex-waiter", "rwsem-waiter", "walker", "progressing",
+                            "checkpointing"}
+    # The endless walk and the long holds were named, but stop_on is empty: the run went on.
+    kinds = {v.kind for v in result.verdicts}
+    assert "list-loop" in kinds and "long-hold" in kinds
+    assert result.cancel_reason == "end of budget (1 s)"
+    assert set(stopped.values()) == {"end of budget (1 s)"}
+    assert not lock.locked() and not sem.locked()
+
+
+def test_report_defect_goes_through_the_verdict_stream(monitor_factory: Any,
+                                                       fast: Config) -> None:
+    mon = monitor_factory(fast, name="defects",
+                          meta={"variant": "v1", "seed": 7, "replay": "demo run --seed 7"})
+    lock = mon.spinlock("anon_vma", "anon_vma#3")
+
+    def find_it() -> None:
+        with lock:
+            mon.report_defect("use-after-free", "page maps freed anon_vma#3",
+                              evidence={"object": "anon_vma#3", "freed_by": ("proc-2", 17)},
+                              locks=[lock], stop=False)
+
+    def faulting_worker() -> None:
+        find_it()
+        find_it()  # the same defect from the same place: counted, not re-reported
+        mon.progress()
+
+    mon.spawn(faulting_worker, name="kswapd-0")
+    result = mon.run()
+    (v,) = result.verdicts
+    assert v.kind == "use-after-free" and v.source == "defect"
+    assert v.count == 2
+    assert v.threads == ["kswapd-0"] and v.locks == ["anon_vma#3"]
+    assert v.lock_classes == ["anon_vma"]
+    assert v.evidence == {"object": "anon_vma#3", "freed_by": ["proc-2", 17],
+                          "held": ["anon_vma#3"]}
+    assert "in find_it" in v.to_dict()["where"]["kswapd-0"]
+    assert v.replay == "demo run --seed 7"
+    assert result.cancel_reason == "every worker finished"  # stop=False: did not stop it
+
+
+def test_a_defect_stops_the_run_by_default(monitor_factory: Any, fast: Config) -> None:
+    mon = monitor_factory(fast, name="stop")
+
+    def worker() -> None:
+        mon.progress()
+        mon.report_defect("invariant", "I3 broken: vma not on its anon_vma list")
+        while True:
+            mon.progress()
+
+    mon.spawn(worker, name="proc-0")
+    start = time.monotonic()
+    result = mon.run()
+    assert time.monotonic() - start < 1.0
+    assert result.cancel_reason == "invariant: I3 broken: vma not on its anon_vma list"
+    assert result.outcome == "defect"
+    assert result.first_defect_s is not None and result.first_defect_s < 1.0
+
+
+def test_linger_delays_cancellation(monitor_factory: Any, fast: Config) -> None:
+    mon = monitor_factory(fast.replace(linger_s=0.3), name="linger")
+
+    def worker() -> None:
+        mon.report_defect("invariant", "broken")
+        while True:
+            mon.progress()
+
+    mon.spawn(worker, name="proc-0")
+    result = mon.run()
+    (v,) = result.verdicts
+    assert mon.cancelled_at is not None
+    lingered = mon.cancelled_at - mon.t0 - v.at_s
+    assert 0.25 <= lingered < 0.3 + 1.0
+
+
+def test_verdicts_after_cancellation_are_kept_apart(monitor_factory: Any,
+                                                    fast: Config) -> None:
+    mon = monitor_factory(fast.replace(duration_s=0.3), name="late")
+
+    def worker() -> None:
+        try:
+            while True:
+                mon.progress()
+        except Cancelled:
+            raise RuntimeError("cleanup failed after cancellation") from None
+
+    mon.spawn(worker, name="proc-0")
+    result = mon.run()
+    assert result.verdicts == [] and result.outcome == "clean"
+    assert [v.kind for v in result.late] == ["crash"]
+    assert "cleanup failed" in result.late[0].summary
+
+
+def test_status_ticks(monitor_factory: Any, fast: Config) -> None:
+    ticks: list[Status] = []
+    mon = monitor_factory(fast.replace(duration_s=1.3, status_every_s=0.25), name="ticks",
+                          on_status=ticks.append)
+
+    def worker() -> None:
+        while True:
+            with mon.walk("scan", "list", bound=10) as w:
+                for _ in range(5):
+                    w.step()
+            mon.progress()
+
+    mon.spawn(worker, name="w")
+    result = mon.run()
+    assert result.outcome == "clean"
+    assert 3 <= len(ticks) <= 7
+    assert all(t.case == "ticks" for t in ticks)
+    assert [t.ops for t in ticks] == sorted(t.ops for t in ticks)
+    assert ticks[-1].ops > 0 and ticks[-1].ops_per_s > 0
+    assert ticks[-1].walks > 0 and ticks[-1].walk_steps >= 5 * ticks[-1].walks - 5
+    assert ticks[-1].verdicts == 0
+
+
+def test_a_failing_status_callback_is_an_error_not_a_crash(monitor_factory: Any,
+                                                           fast: Config) -> None:
+    def broken(status: Status) -> None:
+        raise KeyError("no such column")
+
+    mon = monitor_factory(fast.replace(duration_s=0.4, status_every_s=0.1), name="cb",
+                          on_status=broken)
+    mon.spawn(lambda: mon.pause(10), name="idle", tracked=False)
+    result = mon.run()
+    assert result.outcome == "error"
+    assert result.errors and "status callback: KeyError" in result.errors[0]
+
+
+def test_nothing_leaks_from_one_run_into_the_next(fast: Config) -> None:
+    first = Monitor(fast.replace(duration_s=0.3), name="first")
+    a = first.spinlock("anon_vma", "anon_vma#1")
+
+    def crash() -> None:
+        with a:
+            raise ValueError("first run only")
+
+    first.spawn(crash, name="w", tracked=False)
+    first.register_thread()
+    first.progress(5)
+    r1 = first.run()
+    assert [v.kind for v in r1.verdicts] == ["crash"]
+
+    second = Monitor(fast.replace(duration_s=0.3), name="second")
+    second.register_thread()
+    second.progress()
+    second.spawn(lambda: None, name="w", tracked=False)
+    r2 = second.run()
+    assert r2.verdicts == [] and r2.outcome == "clean"
+    assert r2.stats["ops"] == 1  # the main thread's count started again from zero
+    assert "anon_vma" not in r2.stats["lock_classes"]
+    assert not second.cancelled or second.cancel_reason == "every worker finished"
+
+
+def test_a_monitor_that_is_not_started_records_but_never_cancels() -> None:
+    mon = Monitor(Config(timing=False), name="idle")
+    a, b = mon.spinlock("alpha", "a"), mon.spinlock("beta", "b")
+    with a, b:
+        pass
+    with b, a:
+        pass
+    assert [v.kind for v in mon.verdicts] == ["lock-order"]
+    assert not mon.cancelled
+    with a:  # locks go on working
+        pass
+    mon.stop()
+
+
+def test_spawn_after_start_runs_at_once(monitor_factory: Any, fast: Config) -> None:
+    mon = monitor_factory(fast, name="late-spawn")
+    ran = threading.Event()
+    with mon:
+        worker = mon.spawn(ran.set, name="late", tracked=False)
+        assert ran.wait(5)
+        worker.thread.join(5)
+    assert mon.result().outcome == "clean"
+
+
+def test_walk_without_a_with_block(monitor_factory: Any, fast: Config) -> None:
+    mon = monitor_factory(fast, name="hooked-walk")
+    lock = mon.spinlock("anon_vma", "anon_vma#1")
+    with mon:
+        with lock:
+            walk = mon.walk("page_referenced_anon", "anon_vma#1", lock=lock, bound=8).begin()
+            for _ in range(5):  # as a per-step hook of someone else's iterator would
+                walk.step()
+            walk.end()
+        assert walk.state.walks == [] and walk.state.steps == 5 and walk.state.nwalks == 1
+    assert mon.result().outcome == "clean"
+
+
+def test_the_monitor_is_a_sync_factory() -> None:
+    mon = Monitor(Config(timing=False), name="factory")
+    spin = mon.spinlock("page_table_lock", "mm#1.page_table_lock")
+    sem = mon.rwsem("mmap_sem", "mm#1.mmap_sem")
+    assert spin.acquire(blocking=True) is True and spin.locked()
+    spin.release()
+    assert sem.down_read_trylock() is True
+    sem.up_read()
+    sem.down_write()
+    assert sem.locked() and not sem.down_read_trylock()
+    sem.up_write()
+    assert (spin.name, sem.name) == ("mm#1.page_table_lock", "mm#1.mmap_sem")
+    assert {c for c in mon.lockdep.classes} == {"page_table_lock", "mmap_sem"}
+    mon.stop()

@@ -1,0 +1,400 @@
+"""Each verdict kind, produced on purpose by a small injected fault.
+
+Every test checks the kind, the threads and locks named, the evidence, and that
+the run ended within its budget.  Latency bounds carry wide margins: the suite
+runs on a loaded 2-core machine, and the figures that matter live in bench/.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from stress import Config, Monitor
+
+pytestmark = pytest.mark.timeout(30)
+
+#: Slack on top of any bound, for a machine busy with other work.
+SLACK_S = 1.0
+
+
+class Node:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.next: Node = self
+
+
+def ring_without_head() -> Node:
+    """head -> a -> b -> c -> a: a list whose ring no longer passes through its head."""
+    head, a, b, c = Node("head"), Node("avc-a"), Node("avc-b"), Node("avc-c")
+    head.next, a.next, b.next, c.next = a, b, c, a
+    return head
+
+
+def timed_run(mon: Monitor) -> tuple[Any, float]:
+    start = time.monotonic()
+    result = mon.run()
+    return result, time.monotonic() - start
+
+
+def assert_within_budget(mon: Monitor, elapsed: float) -> None:
+    cfg = mon.config
+    assert elapsed <= cfg.duration_s + cfg.grace_s + SLACK_S
+
+
+def walk_list(mon: Monitor, lock: Any, head: Node, bound: int) -> None:
+    with lock, mon.walk("page_referenced_anon", "anon_vma#17", lock=lock, bound=bound) as w:
+        node = head.next
+        while node is not head:
+            w.step()
+            node = node.next
+
+
+def wait_then_take(lock: Any) -> None:
+    while not lock.locked():
+        time.sleep(0.001)
+    time.sleep(0.02)
+    with lock:
+        pass
+
+
+def test_list_loop_seen_from_outside(monitor_factory: Any, fast: Config) -> None:
+    mon = monitor_factory(fast.replace(linger_s=0.15), name="loop")
+    lock = mon.spinlock("anon_vma", "anon_vma#17")
+    mon.spawn(walk_list, mon, lock, ring_without_head(), 96, name="kswapd-0", tracked=False)
+    mon.spawn(wait_then_take, lock, name="kswapd-1", tracked=False)
+    result, elapsed = timed_run(mon)
+
+    assert [v.kind for v in result.verdicts] == ["list-loop"]
+    v = result.verdicts[0]
+    assert v.source == "watchdog"
+    assert v.threads[:2] == ["kswapd-0", "kswapd-1"]
+    assert v.locks == ["anon_vma#17"] and v.lock_classes == ["anon_vma"]
+    assert v.evidence["walk"] == "page_referenced_anon"
+    assert v.evidence["bound"] == 96 and v.evidence["steps"] > 96
+    assert v.evidence["waiters"] == 1
+    assert re.fullmatch(
+        r"kswapd-1 waits for anon_vma#17, held [0-9.]+ s by kswapd-0, which is walking "
+        r"anon_vma#17's list \(page_referenced_anon\), step [0-9,]+ of a bound of 96",
+        v.chain[0]), v.chain
+    assert "in walk_list" in v.to_dict()["where"]["kswapd-0"]
+    assert v.at_s < 0.02 + 2 * fast.poll_s + SLACK_S
+    assert result.cancel_reason.startswith("list-loop")
+    assert_within_budget(mon, elapsed)
+    assert elapsed < 1.0 + SLACK_S  # cancelled at the verdict, not at the end of the budget
+
+
+def test_list_loop_reported_by_the_walker_itself(monitor_factory: Any, fast: Config) -> None:
+    mon = monitor_factory(fast.replace(walk_self_check=True), name="self-check")
+    lock = mon.spinlock("anon_vma", "anon_vma#17")
+    worker = mon.spawn(walk_list, mon, lock, ring_without_head(), 96, name="kswapd-0",
+                       tracked=False)
+    result, elapsed = timed_run(mon)
+    assert [v.kind for v in result.verdicts] == ["list-loop"]
+    v = result.verdicts[0]
+    assert v.source == "walk"
+    assert v.evidence["steps"] == 97  # the first step past the bound
+    assert v.threads == ["kswapd-0"] and v.locks == ["anon_vma#17"]
+    assert worker.error is None  # the walk raised Cancelled, which ends a worker quietly
+    assert not lock.locked()
+    assert_within_budget(mon, elapsed)
+
+
+def test_walker_reports_the_cycle_it_found(monitor_factory: Any, fast: Config) -> None:
+    mon = monitor_factory(fast, name="cycle")
+    lock = mon.spinlock("anon_vma", "anon_vma#3")
+    head = ring_without_head()
+
+    def walker() -> None:
+        with lock, mon.walk("try_to_unmap_anon", "anon_vma#3", lock=lock, bound=10) as w:
+            slow = fast_ = head.next
+            while True:
+                w.step()
+                slow, fast_ = slow.next, fast_.next.next
+                if slow is fast_:  # Floyd: a ring that skips the head
+                    cycle = [slow.name]
+                    node = slow.next
+                    while node is not slow:
+                        cycle.append(node.name)
+                        node = node.next
+                    w.cycle(cycle)
+                    return
+
+    mon.spawn(walker, name="kswapd-0", tracked=False)
+    result, elapsed = timed_run(mon)
+    (v,) = result.verdicts
+    assert v.kind == "list-loop" and v.source == "walk"
+    assert sorted(v.evidence["cycle"]) == ["avc-a", "avc-b", "avc-c"]
+    assert "anon_vma#3" in v.summary and "try_to_unmap_anon" in v.summary
+    assert_within_budget(mon, elapsed)
+
+
+def test_abba_deadlock(monitor_factory: Any, fast: Config) -> None:
+    mon = monitor_factory(fast.replace(stop_on=frozenset({"deadlock"})), name="abba")
+    a = mon.spinlock("mm", "mm#1")
+    b = mon.spinlock("page_table_lock", "ptl#1")
+    both = threading.Barrier(2, timeout=5)
+
+    def take(first: Any, second: Any) -> None:
+        with first:
+            both.wait()
+            with second:
+                pass
+
+    mon.spawn(take, a, b, name="proc-1", tracked=False)
+    mon.spawn(take, b, a, name="proc-2", tracked=False)
+    result, elapsed = timed_run(mon)
+    dead = [v for v in result.verdicts if v.kind == "deadlock"]
+    assert len(dead) == 1
+    v = dead[0]
+    assert set(v.threads) == {"proc-1", "proc-2"} and set(v.locks) == {"mm#1", "ptl#1"}
+    assert v.evidence["self"] is False
+    assert {c["thread"]: c["waits_for"] for c in v.evidence["cycle"]} == {
+        "proc-1": "ptl#1", "proc-2": "mm#1"}
+    assert any(re.fullmatch(r"proc-1 waits for ptl#1, held [0-9.]+ s by proc-2, which waits for "
+                            r"mm#1, held [0-9.]+ s by proc-1: a cycle back to proc-1", line)
+               for line in v.chain), v.chain
+    assert set(v.stacks) == {"proc-1", "proc-2"}
+    assert_within_budget(mon, elapsed)
+    assert elapsed < 1.0 + SLACK_S
+
+
+def test_self_deadlock(monitor_factory: Any, fast: Config) -> None:
+    mon = monitor_factory(fast, name="self")
+    lock = mon.spinlock("anon_vma", "anon_vma#9")
+
+    def twice() -> None:
+        with lock, lock:
+            pass
+
+    worker = mon.spawn(twice, name="kswapd-0", tracked=False)
+    result, elapsed = timed_run(mon)
+    (v,) = result.verdicts
+    assert v.kind == "deadlock" and v.source == "lock"
+    assert v.evidence["self"] is True
+    assert v.summary == "self-deadlock: kswapd-0 waits for anon_vma#9, which it holds itself"
+    assert "in twice" in v.to_dict()["where"]["kswapd-0"]
+    assert worker.error is None and not lock.locked()
+    assert_within_budget(mon, elapsed)
+
+
+def test_spin_retry_livelock(monitor_factory: Any, fast: Config) -> None:
+    mon = monitor_factory(fast, name="livelock")
+    a = mon.spinlock("alpha", "alpha#1")
+    b = mon.spinlock("beta", "beta#1")
+    rounds = threading.Barrier(2, timeout=2)
+
+    def polite(mine: Any, other: Any) -> None:
+        # Each takes its own lock, tries the other's, backs off, and tries again:
+        # both always collide, so neither ever completes an operation.
+        try:
+            while True:
+                with mine:
+                    rounds.wait()
+                    if other.acquire(blocking=False):
+                        other.release()
+                        mon.progress()
+                    rounds.wait()
+                mon.checkpoint()
+        except threading.BrokenBarrierError:
+            return
+        finally:
+            rounds.abort()  # the partner must not wait for a thread that has left
+
+    mon.spawn(polite, a, b, name="polite-1")
+    mon.spawn(polite, b, a, name="polite-2")
+    result, elapsed = timed_run(mon)
+    assert [v.kind for v in result.verdicts] == ["livelock"]
+    v = result.verdicts[0]
+    assert set(v.threads) == {"polite-1", "polite-2"}
+    assert all(s >= fast.verdict_s for s in v.evidence["no_progress_s"].values())
+    assert all(n > 100 for n in v.evidence["contended_or_failed_attempts"].values())
+    assert v.at_s < fast.verdict_s + 2 * fast.poll_s + SLACK_S
+    assert_within_budget(mon, elapsed)
+
+
+def test_long_hold_by_a_sleeping_holder(monitor_factory: Any, fast: Config) -> None:
+    mon = monitor_factory(fast, name="long-hold")
+    lock = mon.spinlock("anon_vma", "anon_vma#5")
+    took: list[float] = []
+
+    def holder() -> None:
+        with lock:
+            took.append(mon.now_s())
+            while True:  # naps, but checks for cancellation between naps
+                time.sleep(0.01)
+                mon.checkpoint()
+
+    mon.spawn(holder, name="sleepy", tracked=False)
+    mon.spawn(wait_then_take, lock, name="waiter", tracked=False)
+    result, elapsed = timed_run(mon)
+    (v,) = result.verdicts
+    assert v.kind == "long-hold"
+    assert v.threads == ["sleepy", "waiter"] and v.locks == ["anon_vma#5"]
+    assert v.evidence["holder"] == "sleepy" and v.evidence["waiters"] == 1
+    assert v.evidence["held_s"] >= fast.hold_s
+    assert v.evidence["budget_s"] == fast.hold_s
+    assert v.chain[0].startswith("waiter waits for anon_vma#5, held ")
+    assert v.at_s - took[0] <= fast.hold_s + 2 * fast.poll_s + SLACK_S
+    assert_within_budget(mon, elapsed)
+
+
+def test_holder_blocked_in_c_code(monitor_factory: Any, fast: Config) -> None:
+    mon = monitor_factory(fast, name="blocked-in-c")
+    lock = mon.spinlock("page_table_lock", "ptl#7")
+    nap = 1.2
+
+    def holder() -> None:
+        with lock:
+            time.sleep(nap)  # in C: no cancellation reaches it until it returns
+
+    mon.spawn(holder, name="napper", tracked=False)
+    mon.spawn(wait_then_take, lock, name="faulter", tracked=False)
+    result, elapsed = timed_run(mon)
+    (v,) = result.verdicts
+    assert v.kind == "long-hold"
+    assert v.evidence["holder_state"] == "blocked outside Python"
+    assert "in holder: time.sleep(nap)" in v.evidence["holder_at"]
+    assert "napper has run no Python code for" in v.summary
+    assert v.threads == ["napper", "faulter"]
+    assert result.stuck == []  # the napper woke within the grace period and left
+    assert elapsed <= nap + fast.grace_s + SLACK_S
+    assert_within_budget(mon, elapsed)
+
+
+def test_starved_waiter(monitor_factory: Any, fast: Config) -> None:
+    mon = monitor_factory(fast, name="starve")
+    lock = mon.mutex("zone_lru", "lru#0", fair=False)
+
+    def hammer() -> None:
+        while True:  # re-takes the lock the moment it lets go
+            with lock:
+                time.sleep(0.002)
+            mon.progress()
+
+    def victim() -> None:
+        time.sleep(0.05)
+        with lock:
+            mon.progress()
+
+    mon.spawn(hammer, name="hammer")
+    mon.spawn(victim, name="victim", tracked=False)
+    result, elapsed = timed_run(mon)
+    (v,) = result.verdicts
+    assert v.kind == "starvation"
+    assert v.threads[0] == "victim" and "hammer" in v.threads
+    assert v.locks == ["lru#0"]
+    assert v.evidence["acquisitions_by_others"] >= fast.starve_grants
+    assert v.evidence["waited_s"] >= fast.verdict_s
+    assert v.evidence["fair"] is False
+    assert_within_budget(mon, elapsed)
+
+
+def test_fair_lock_does_not_starve_anyone(monitor_factory: Any, fast: Config) -> None:
+    mon = monitor_factory(fast.replace(duration_s=1.5), name="fair")
+    lock = mon.mutex("zone_lru", "lru#1")
+
+    def hammer() -> None:
+        while True:
+            with lock:
+                time.sleep(0.002)
+            mon.progress()
+
+    mon.spawn(hammer, name="hammer-1")
+    mon.spawn(hammer, name="hammer-2")
+    result, _ = timed_run(mon)
+    assert result.verdicts == []
+    assert result.stats["ops"] > 100
+
+
+def test_stall(monitor_factory: Any, fast: Config) -> None:
+    mon = monitor_factory(fast, name="stall")
+    nap = 1.5
+
+    def worker() -> None:
+        mon.progress()
+        time.sleep(nap)  # holds nothing, waits for nothing the harness knows
+
+    mon.spawn(worker, name="stuck-worker")
+    result, elapsed = timed_run(mon)
+    (v,) = result.verdicts
+    assert v.kind == "stall"
+    assert v.threads == ["stuck-worker"]
+    assert "in worker: time.sleep(nap)" in v.evidence["at"]["stuck-worker"]
+    assert v.evidence["no_progress_s"]["stuck-worker"] >= fast.verdict_s
+    assert elapsed <= nap + fast.grace_s + SLACK_S
+
+
+def test_worker_that_raises(monitor_factory: Any, fast: Config) -> None:
+    mon = monitor_factory(fast, name="crash")
+
+    def worker() -> None:
+        mon.progress()
+        raise ValueError("boom at step 3")
+
+    mon.spawn(worker, name="proc-7")
+    result, elapsed = timed_run(mon)
+    (v,) = result.verdicts
+    assert v.kind == "crash" and v.source == "worker"
+    assert v.summary == "proc-7 crashed: ValueError: boom at step 3"
+    assert v.evidence["exception"] == "ValueError"
+    assert 'raise ValueError("boom at step 3")' in "".join(v.evidence["traceback"])
+    where = v.to_dict()["where"]["proc-7"]
+    assert where.startswith("test_watchdog.py:") and "in worker" in where
+    assert v.chain == [f"proc-7 raised ValueError: boom at step 3 at {where}"]
+    assert_within_budget(mon, elapsed)
+
+
+def test_defect_exception_keeps_its_kind(monitor_factory: Any, fast: Config) -> None:
+    class ListCorruption(Exception):
+        kind = "list-corruption"
+
+        def __init__(self, summary: str) -> None:
+            super().__init__(summary)
+            self.summary = summary
+            self.details = {"node": "avc-3"}
+
+    mon = monitor_factory(fast, name="defect-exc")
+
+    def worker() -> None:
+        raise ListCorruption("list_del corruption at avc-3")
+
+    mon.spawn(worker, name="proc-1", tracked=False)
+    result, _ = timed_run(mon)
+    (v,) = result.verdicts
+    assert (v.kind, v.summary) == ("list-corruption", "list_del corruption at avc-3")
+    assert v.evidence["details"] == {"node": "avc-3"}
+
+
+def test_second_read_behind_a_queued_writer_deadlocks(monitor_factory: Any,
+                                                      fast: Config) -> None:
+    mon = monitor_factory(fast, name="rwsem-deadlock")
+    sem = mon.rwsem("mmap_sem", "mmap_sem#1")
+    first_read = threading.Event()
+
+    def faulter() -> None:
+        with sem.read():
+            first_read.set()
+            while not sem.waiters():  # until the writer queues up behind us
+                time.sleep(0.001)
+            with sem.read():  # queued behind the writer, which waits for our first read
+                pass
+
+    def mapper() -> None:
+        first_read.wait(5)
+        with sem.write():
+            pass
+
+    mon.spawn(faulter, name="fault-1", tracked=False)
+    mon.spawn(mapper, name="mmap-1", tracked=False)
+    result, elapsed = timed_run(mon)
+    (v,) = result.verdicts
+    assert v.kind == "deadlock"
+    assert set(v.threads) == {"fault-1", "mmap-1"} and v.locks == ["mmap_sem#1", "mmap_sem#1"]
+    assert {c["thread"]: c["mode"] for c in v.evidence["cycle"]} == {"fault-1": "read",
+                                                                     "mmap-1": "write"}
+    assert_within_budget(mon, elapsed)
