@@ -97,7 +97,7 @@ def _bad_entry(pos: BadAddress, member: Member) -> KernelOops | ListCorruption:
 class Walks:
     """The list walks of one modelled kernel."""
 
-    __slots__ = ("mem", "on_loop", "step_hook", "tracker")
+    __slots__ = ("count", "mem", "on_loop", "step_hook", "tracker")
 
     def __init__(
         self,
@@ -110,6 +110,8 @@ class Walks:
         self.step_hook = step_hook
         self.on_loop = on_loop
         self.tracker = tracker
+        #: Walks started (racy under threads: a statistic, not a count to rely on).
+        self.count = 0
 
     def container_of(self, pos: Any, member: Member) -> Any:
         """list_entry(): the structure whose `member` is `pos` (a view if it is not one)."""
@@ -146,6 +148,7 @@ class Walks:
         self, head: ListHead, member: Member, what: str, lock: Any, direction: str, safe: bool
     ) -> Iterator[Any]:
         """Every other walk: reverse, safe, or watched by a step hook or tracker."""
+        self.count += 1
         bound = self.mem.live_objects + 1
         hook = self.step_hook
         st = WalkState(what, head, member, lock, bound)
@@ -198,6 +201,7 @@ class Walks:
         if self.step_hook is not None or self.tracker is not None:
             yield from self._walk(head, member, what, lock, "next", False)
             return
+        self.count += 1
         bound = self.mem.live_objects + 1
         pos = head.next
         for _ in range(bound):
@@ -240,6 +244,7 @@ class Walks:
         self, head: ListHead, member: Member, *, what: str, lock: Any = None
     ) -> Iterator[Any]:
         """while (!list_empty(head)) take list_first_entry(): the body must remove it."""
+        self.count += 1
         bound = self.mem.live_objects + 1
         hook = self.step_hook
         st = WalkState(what, head, member, lock, bound)

@@ -33,7 +33,15 @@ from stress.lockdep import LockClass, Lockdep
 from stress.locks import Mutex, TimedMutex
 from stress.report import CaseResult, Record, RunReport, chrome_events, open_records
 from stress.rwsem import RWSem
-from stress.threads import ThreadState, all_threads, capture_current, current, held_list, where
+from stress.threads import (
+    ThreadState,
+    all_threads,
+    capture_current,
+    capture_exception,
+    current,
+    held_list,
+    where,
+)
 from stress.verdicts import Verdict, VerdictBook
 from stress.walks import Walk
 from stress.watchdog import Watchdog
@@ -267,13 +275,14 @@ class Monitor:
 
     def report_defect(self, kind: str, summary: str, *, evidence: Mapping[str, Any] | None = None,
                       threads: Sequence[str] = (), locks: Sequence[Any] = (),
-                      stop: bool | None = None) -> Verdict:
+                      stop: bool | None = None, exc: BaseException | None = None) -> Verdict:
         """A defect found by the code under test, reported through the verdict stream.
 
-        `locks` may be lock objects or names; the calling thread's stack is the proof.
+        `locks` may be lock objects or names; the calling thread's stack is the proof:
+        where `exc` was raised when the defect arrives as a caught exception.
         """
         state = current()
-        stack = capture_current(skip=2)
+        stack = capture_exception(exc, skip=2) if exc is not None else capture_current(skip=2)
         objects = [x for x in locks if not isinstance(x, str)]
         ev = {str(k): diagnosis.plain(v) for k, v in (evidence or {}).items()}
         held = [x.name for x in state.held_locks()]

@@ -181,6 +181,20 @@ def capture_current(skip: int = 1) -> list[Frame]:
     return capture(frame)
 
 
+def capture_exception(exc: BaseException, skip: int = 1) -> list[Frame]:
+    """The stack where `exc` was raised, as seen from the handler that caught it.
+
+    The caller's own frames (outermost first) followed by the traceback's frames
+    down to the raise point, the handler's frame counted once.
+    """
+    outer = capture_current(skip + 1)
+    tb = traceback.extract_tb(exc.__traceback__)
+    inner = [Frame(f.filename, f.lineno or 0, f.name, (f.line or "").strip()) for f in tb]
+    if outer and inner and outer[-1].func == inner[0].func and outer[-1].file == inner[0].file:
+        outer = outer[:-1]
+    return outer + inner
+
+
 def capture_threads(idents: list[int]) -> dict[int, list[Frame]]:
     """Stacks of the given threads, taken now."""
     frames = sys._current_frames()

@@ -29,6 +29,7 @@ from rmapsim.kernel import Kernel
 from rmapsim.lists import describe_node
 from rmapsim.program import _null_deref
 from rmapsim.structs import PAGE_SIZE, VM_EXEC, VM_READ, VM_WRITE
+from rmapsim.sync import ThreadingSync
 from rmapsim.variants import Variant
 from rmapsim.walk import WalkState
 from rmapsim.workload.scenario import Scenario
@@ -95,19 +96,24 @@ class Proc:
 class World:
     """The kernel of one case and every actor that puts it under load."""
 
-    def __init__(self, scn: Scenario, variant: Variant, mon: Any, seed: int) -> None:
+    def __init__(
+        self, scn: Scenario, variant: Variant, mon: Any, seed: int, *, instrumented: bool = True
+    ) -> None:
         self.scn = scn
         self.mon = mon
         self.seed = seed
+        # Instrumented: the monitor's locks (holders, waiters, lockdep, lock_stat) and
+        # tracked walks.  Without: plain threading locks and untracked walks, the
+        # baseline the instrumentation's cost is measured against.
         self.k = Kernel(
             variant,
             memory=scn.memory.mode,
-            sync=mon,  # the monitor makes instrumented spinlocks and rwsems
+            sync=mon if instrumented else ThreadingSync(),
             debug_list=scn.memory.debug_list,
             slab_page_bytes=scn.memory.slab_page_bytes,
             min_partial=scn.memory.min_partial,
-            walk_tracker=self.track,
-            on_loop=self.on_loop,
+            walk_tracker=self.track if instrumented else None,
+            on_loop=self.on_loop if instrumented else None,
             yield_point=self.yield_point,
             on_event=self.report,
         )
@@ -118,7 +124,7 @@ class World:
         self.serial = 0
         self.audits = 0
         self.audit_skips = 0
-        self.internal: list[str] = []
+        self.internal_errors: list[str] = []
         wl = scn.workload
         self.ops = [
             ("touch", wl.touch),
@@ -166,13 +172,23 @@ class World:
         except AttributeError as exc:
             oops = _null_deref(exc)
             if oops is None:
-                raise
-            self.report(oops)
+                self.internal(exc)
+            else:
+                self.report(oops)
+        except Exception as exc:
+            self.internal(exc)
+
+    def internal(self, exc: BaseException) -> None:
+        """A bug of the model itself: never passed off as a kernel defect."""
+        where = threading.current_thread().name
+        self.internal_errors.append(f"{where}: {type(exc).__name__}: {exc}")
+        self.mon.internal_error(where, exc)
+        self.mon.cancel(f"internal error in {where}: {type(exc).__name__}: {exc}")
 
     def report(self, exc: KernelDefect) -> None:
         site = self.k.mem.current_site()
         evidence = {"while": site, **exc.details} if site else dict(exc.details)
-        self.mon.report_defect(exc.kind, exc.summary, evidence=evidence)
+        self.mon.report_defect(exc.kind, exc.summary, evidence=evidence, exc=exc)
 
     def op(self, name: str, fn: Callable[[], Any]) -> Any:
         self.k.mem.set_thread_site(f"{threading.current_thread().name}: {name}")
@@ -379,6 +395,7 @@ class World:
     def model_stats(self) -> dict[str, Any]:
         k = self.k
         return {
+            "walks": k.walks.count,
             "processes_now": len(k.tasks),
             "processes_made": self.serial,
             "live_objects": k.mem.live_objects,

@@ -51,10 +51,17 @@ def run_case(
     report: RunReport | None = None,
     on_status: Callable[[Status], None] | None = None,
     config: Config | None = None,
+    instrumented: bool = True,
 ) -> CaseResult:
-    """Run one case to its first defect or the end of its duration."""
+    """Run one case to its first defect or the end of its duration.
+
+    `instrumented=False` runs the same workload on plain locks with untracked walks,
+    timing and tracing off (the baseline for the instrumentation's cost).
+    """
     v = parse_variant(variant)
     cfg = config or watchdog_config(scn)
+    if not instrumented:
+        cfg = cfg.replace(timing=False, trace_events=0)
     meta: dict[str, Any] = {
         "variant": v.name,
         "seed": seed,
@@ -68,7 +75,7 @@ def run_case(
     if v.reconstructed:
         meta["reconstructed"] = list(v.reconstructed)
     mon = Monitor(cfg, name=f"{v.name} seed {seed}", meta=meta, report=report, on_status=on_status)
-    world = World(scn, v, mon, seed)
+    world = World(scn, v, mon, seed, instrumented=instrumented)
     world.spawn_all()
     previous = sys.getswitchinterval()
     sys.setswitchinterval(scn.yields.switch_interval_s)

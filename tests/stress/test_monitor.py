@@ -60,6 +60,7 @@ def test_every_cancellation_point_raises(monitor_factory: Any, fast: Config) -> 
             except Cancelled as exc:
                 stopped[name] = exc.reason
                 raise
+
         return run
 
     def holder() -> None:
@@ -88,15 +89,26 @@ def test_every_cancellation_point_raises(monitor_factory: Any, fast: Config) -> 
         while True:
             mon.checkpoint()
 
-    for name, fn in [("holder", holder), ("mutex-waiter", mutex_waiter),
-                     ("rwsem-waiter", rwsem_waiter), ("walker", walker),
-                     ("progressing", progressing), ("checkpointing", checkpointing)]:
+    for name, fn in [
+        ("holder", holder),
+        ("mutex-waiter", mutex_waiter),
+        ("rwsem-waiter", rwsem_waiter),
+        ("walker", walker),
+        ("progressing", progressing),
+        ("checkpointing", checkpointing),
+    ]:
         mon.spawn(record(name, fn), name=name, tracked=False)
     start = time.monotonic()
     result = mon.run()
     assert time.monotonic() - start < 1.0 + 1.0
-    assert set(stopped) == {"holder", "mutex-waiter", "rwsem-waiter", "walker", "progressing",
-                            "checkpointing"}
+    assert set(stopped) == {
+        "holder",
+        "mutex-waiter",
+        "rwsem-waiter",
+        "walker",
+        "progressing",
+        "checkpointing",
+    }
     # The endless walk and the long holds were named, but stop_on is empty: the run went on.
     kinds = {v.kind for v in result.verdicts}
     assert "list-loop" in kinds and "long-hold" in kinds
@@ -105,17 +117,21 @@ def test_every_cancellation_point_raises(monitor_factory: Any, fast: Config) -> 
     assert not lock.locked() and not sem.locked()
 
 
-def test_report_defect_goes_through_the_verdict_stream(monitor_factory: Any,
-                                                       fast: Config) -> None:
-    mon = monitor_factory(fast, name="defects",
-                          meta={"variant": "v1", "seed": 7, "replay": "demo run --seed 7"})
+def test_report_defect_goes_through_the_verdict_stream(monitor_factory: Any, fast: Config) -> None:
+    mon = monitor_factory(
+        fast, name="defects", meta={"variant": "v1", "seed": 7, "replay": "demo run --seed 7"}
+    )
     lock = mon.spinlock("anon_vma", "anon_vma#3")
 
     def find_it() -> None:
         with lock:
-            mon.report_defect("use-after-free", "page maps freed anon_vma#3",
-                              evidence={"object": "anon_vma#3", "freed_by": ("proc-2", 17)},
-                              locks=[lock], stop=False)
+            mon.report_defect(
+                "use-after-free",
+                "page maps freed anon_vma#3",
+                evidence={"object": "anon_vma#3", "freed_by": ("proc-2", 17)},
+                locks=[lock],
+                stop=False,
+            )
 
     def faulting_worker() -> None:
         find_it()
@@ -129,8 +145,11 @@ def test_report_defect_goes_through_the_verdict_stream(monitor_factory: Any,
     assert v.count == 2
     assert v.threads == ["kswapd-0"] and v.locks == ["anon_vma#3"]
     assert v.lock_classes == ["anon_vma"]
-    assert v.evidence == {"object": "anon_vma#3", "freed_by": ["proc-2", 17],
-                          "held": ["anon_vma#3"]}
+    assert v.evidence == {
+        "object": "anon_vma#3",
+        "freed_by": ["proc-2", 17],
+        "held": ["anon_vma#3"],
+    }
     assert "in find_it" in v.to_dict()["where"]["kswapd-0"]
     assert v.replay == "demo run --seed 7"
     assert result.cancel_reason == "every worker finished"  # stop=False: did not stop it
@@ -170,8 +189,7 @@ def test_linger_delays_cancellation(monitor_factory: Any, fast: Config) -> None:
     assert 0.25 <= lingered < 0.3 + 1.0
 
 
-def test_verdicts_after_cancellation_are_kept_apart(monitor_factory: Any,
-                                                    fast: Config) -> None:
+def test_verdicts_after_cancellation_are_kept_apart(monitor_factory: Any, fast: Config) -> None:
     mon = monitor_factory(fast.replace(duration_s=0.3), name="late")
 
     def worker() -> None:
@@ -190,8 +208,9 @@ def test_verdicts_after_cancellation_are_kept_apart(monitor_factory: Any,
 
 def test_status_ticks(monitor_factory: Any, fast: Config) -> None:
     ticks: list[Status] = []
-    mon = monitor_factory(fast.replace(duration_s=1.3, status_every_s=0.25), name="ticks",
-                          on_status=ticks.append)
+    mon = monitor_factory(
+        fast.replace(duration_s=1.3, status_every_s=0.25), name="ticks", on_status=ticks.append
+    )
 
     def worker() -> None:
         while True:
@@ -211,13 +230,15 @@ def test_status_ticks(monitor_factory: Any, fast: Config) -> None:
     assert ticks[-1].verdicts == 0
 
 
-def test_a_failing_status_callback_is_an_error_not_a_crash(monitor_factory: Any,
-                                                           fast: Config) -> None:
+def test_a_failing_status_callback_is_an_error_not_a_crash(
+    monitor_factory: Any, fast: Config
+) -> None:
     def broken(status: Status) -> None:
         raise KeyError("no such column")
 
-    mon = monitor_factory(fast.replace(duration_s=0.4, status_every_s=0.1), name="cb",
-                          on_status=broken)
+    mon = monitor_factory(
+        fast.replace(duration_s=0.4, status_every_s=0.1), name="cb", on_status=broken
+    )
     mon.spawn(lambda: mon.pause(10), name="idle", tracked=False)
     result = mon.run()
     assert result.outcome == "error"
@@ -300,3 +321,20 @@ def test_the_monitor_is_a_sync_factory() -> None:
     assert (spin.name, sem.name) == ("mm#1.page_table_lock", "mm#1.mmap_sem")
     assert {c for c in mon.lockdep.classes} == {"page_table_lock", "mmap_sem"}
     mon.stop()
+
+
+def test_report_defect_with_an_exception_proves_it_with_the_raise_site(
+    monitor_factory: Any,
+) -> None:
+    mon = monitor_factory()
+
+    def deep_model_function() -> None:
+        raise ValueError("the model found something")
+
+    try:
+        deep_model_function()
+    except ValueError as exc:
+        verdict = mon.report_defect("crash", "found", exc=exc, stop=False)
+    (stack,) = verdict.stacks.values()
+    assert stack[-1].func == "deep_model_function"
+    assert "deep_model_function" in verdict.chain[0]
