@@ -109,11 +109,18 @@ class Variant:
 
     @property
     def name(self) -> str:
-        """The canonical spelling: the preset that matches, else base+patches in table order."""
+        """The canonical spelling: the largest preset it contains, plus the other patches.
+
+        ``2.6.34-rc3+reuse-singular+adjust-exporter+clone-order+oldest-anon-vma+hannes-merge``
+        is spelled ``2.6.34+hannes-merge``.
+        """
+        best, best_patches = BASE, frozenset[str]()
         for preset, (patches, _) in PRESETS.items():
-            if frozenset(patches) == self.patches:
-                return preset
-        return "+".join([BASE, *[p for p in PATCH_NAMES if p in self.patches]])
+            ps = frozenset(patches)
+            if ps <= self.patches and len(ps) > len(best_patches):
+                best, best_patches = preset, ps
+        rest = [p for p in PATCH_NAMES if p in self.patches - best_patches]
+        return "+".join([best, *rest])
 
     @property
     def expression(self) -> str:

@@ -241,6 +241,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             if c.outcome == "defect":
                 v = c.verdicts[0]
                 print(f"\n{c.meta['variant']} seed {c.meta['seed']}: {v.kind}: {v.summary}")
+                if v.evidence.get("kernel_path"):
+                    print(f"  kernel path: {v.evidence['kernel_path']}")
                 for line in v.chain[:4]:
                     print(f"  {line}")
                 print(f"  replay: {c.meta['replay']}")

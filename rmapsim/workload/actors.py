@@ -38,6 +38,24 @@ PROTS = (VM_READ | VM_WRITE, VM_READ | VM_WRITE | VM_EXEC, VM_READ, VM_READ | VM
 BASE = 0x10000
 
 
+_PLUMBING = {"guarded", "op", "report", "VM_BUG_ON", "BUG_ON", "_fault", "_tripped", "uaf",
+             "double_free", "_entry", "_walk", "_forward", "drain", "acquire", "release"}
+
+
+def kernel_path(exc: BaseException) -> str:
+    """The modelled kernel functions the defect was raised in, outermost first."""
+    names: list[str] = []
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        module = tb.tb_frame.f_globals.get("__name__", "")
+        model = module.startswith("rmapsim.") and not module.startswith("rmapsim.workload")
+        if model and code.co_name not in _PLUMBING and "<" not in code.co_name:
+            names.append(code.co_name)
+        tb = tb.tb_next
+    return " > ".join(names)
+
+
 class Gate:
     """Operations go through it shared; the auditor takes it alone, stopping the world.
 
@@ -188,6 +206,9 @@ class World:
     def report(self, exc: KernelDefect) -> None:
         site = self.k.mem.current_site()
         evidence = {"while": site, **exc.details} if site else dict(exc.details)
+        path = kernel_path(exc)
+        if path:
+            evidence["kernel_path"] = path
         self.mon.report_defect(exc.kind, exc.summary, evidence=evidence, exc=exc)
 
     def op(self, name: str, fn: Callable[[], Any]) -> Any:
