@@ -38,8 +38,23 @@ PROTS = (VM_READ | VM_WRITE, VM_READ | VM_WRITE | VM_EXEC, VM_READ, VM_READ | VM
 BASE = 0x10000
 
 
-_PLUMBING = {"guarded", "op", "report", "VM_BUG_ON", "BUG_ON", "_fault", "_tripped", "uaf",
-             "double_free", "_entry", "_walk", "_forward", "drain", "acquire", "release"}
+_PLUMBING = {
+    "guarded",
+    "op",
+    "report",
+    "VM_BUG_ON",
+    "BUG_ON",
+    "_fault",
+    "_tripped",
+    "uaf",
+    "double_free",
+    "_entry",
+    "_walk",
+    "_forward",
+    "drain",
+    "acquire",
+    "release",
+}
 
 
 def kernel_path(exc: BaseException) -> str:

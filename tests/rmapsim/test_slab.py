@@ -9,7 +9,8 @@ import pytest
 from rmapsim.errors import Lockup, UseAfterFree
 from rmapsim.kernel import Kernel
 from rmapsim.lists import ListHead
-from rmapsim.slab import LIVE, LockWordView, Memory, peek
+from rmapsim.slab import LIVE, Memory, peek
+from rmapsim.stale import LockWordView
 from rmapsim.structs import KERNEL_BASE, AnonVma, AnonVmaChain, VmArea
 from rmapsim.sync import SingleThreadSync
 
