@@ -161,12 +161,12 @@ class Walks:
             while pos is not head:
                 steps += 1
                 st.steps = steps
-                if steps > bound and (steps - 1) % bound == 0:
-                    self._tripped(st, direction)
                 if handle is not None:
                     handle.step()
                 if hook is not None:
                     hook(st)
+                if steps > bound and (steps - 1) % bound == 0:
+                    self._tripped(st, direction)
                 if type(pos) is ListHead and pos.member is member:
                     entry = pos.owner
                 else:
@@ -255,12 +255,12 @@ class Walks:
             while head.next is not head:
                 steps += 1
                 st.steps = steps
-                if steps > bound and (steps - 1) % bound == 0:
-                    self._tripped(st, "next", draining=True)
                 if handle is not None:
                     handle.step()
                 if hook is not None:
                     hook(st)
+                if steps > bound and (steps - 1) % bound == 0:
+                    self._tripped(st, "next", draining=True)
                 pos = head.next
                 yield pos.owner if pos.member is member else self._entry(pos, member)
         except GeneratorExit:

@@ -11,12 +11,13 @@ from typing import Any
 
 from rmapsim.workload import Scenario, ScenarioError, load_scenario, matches, run_case
 from rmapsim.workload.case import watchdog_config
+from rmapsim.workload.scenario import OVERRIDE_FLAGS
 from stress import CaseResult, ConfigError, RunReport, Status
 from stress.cli import EXIT_DEFECT, EXIT_INTERNAL, EXIT_OK, UsageError
 
 DEFAULT_SCENARIO = "scenarios/lkml-2010.toml"
 
-#: command-line override -> scenario key path
+#: argparse destination -> scenario key path
 OVERRIDES = {
     "duration": "duration_s",
     "audit": "audit_interval_s",
@@ -25,15 +26,6 @@ OVERRIDES = {
     "threads": "threads.threads_per_process",
     "reclaim": "threads.reclaim_walkers",
     "yield_prob": "yield.probability",
-}
-FLAG = {
-    "duration_s": "--duration",
-    "audit_interval_s": "--audit",
-    "memory.mode": "--memory",
-    "threads.processes": "--processes",
-    "threads.threads_per_process": "--threads",
-    "threads.reclaim_walkers": "--reclaim",
-    "yield.probability": "--yield-prob",
 }
 
 
@@ -90,7 +82,7 @@ def _load(args: argparse.Namespace) -> list[Scenario]:
                 scn = scn.override(**changes)
         except ScenarioError as exc:
             text = str(exc)
-            for key, flag in FLAG.items():
+            for key, flag in OVERRIDE_FLAGS.items():
                 text = text.replace(f"override: scenario.{key}:", f"{flag}:").replace(
                     f"override: {key}:", f"{flag}:"
                 )
@@ -224,7 +216,6 @@ def cmd_run(args: argparse.Namespace) -> int:
                     index += 1
                     progress.start_case(index, f"{scn.name}: {variant} seed {seed}", scn.duration_s)
                     case = run_case(scn, variant, seed, report=report, on_status=progress.status)
-                    report.add_case(case)
                     report.write()  # after every case: nothing is lost if a later one hangs
                     cases.append(case)
                     progress.print(f"{progress.case}: {case.headline()}")

@@ -109,10 +109,30 @@ class Config:
             if key not in names:
                 raise ConfigError(f"{where}.{key}: unknown setting", settings=(key,))
         values = dict(data)
-        if "stop_on" in values and values["stop_on"] is not None:
-            values["stop_on"] = frozenset(values["stop_on"])
+        stop_on = values.get("stop_on")
+        if stop_on is not None:
+            if (
+                isinstance(stop_on, str)
+                or not isinstance(stop_on, (list, tuple, set, frozenset))
+                or not all(isinstance(k, str) for k in stop_on)
+            ):
+                raise ConfigError(
+                    f"{where}.stop_on: expected an array of verdict kinds, got {stop_on!r}",
+                    settings=("stop_on",),
+                )
+            values["stop_on"] = frozenset(stop_on)
         if "hold_budgets" in values:
-            values["hold_budgets"] = dict(values["hold_budgets"])
+            budgets = values["hold_budgets"]
+            if not isinstance(budgets, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+                for k, v in budgets.items()
+            ):
+                raise ConfigError(
+                    f"{where}.hold_budgets: expected a table of lock class = "
+                    f"seconds, got {budgets!r}",
+                    settings=("hold_budgets",),
+                )
+            values["hold_budgets"] = dict(budgets)
         try:
             made = cls(**values)
         except TypeError as exc:  # pragma: no cover - dataclass keywords are checked above
@@ -121,8 +141,16 @@ class Config:
 
     def validate(self, *, where: str = "config") -> Config:
         """Check types, ranges and the timeout ladder; return self."""
-        for name in ("poll_s", "walk_s", "hold_s", "verdict_s", "duration_s", "grace_s",
-                     "backstop_s", "status_every_s"):
+        for name in (
+            "poll_s",
+            "walk_s",
+            "hold_s",
+            "verdict_s",
+            "duration_s",
+            "grace_s",
+            "backstop_s",
+            "status_every_s",
+        ):
             _positive(where, name, getattr(self, name))
         _non_negative(where, "linger_s", self.linger_s)
         for name in ("test_timeout_s", "job_limit_s"):
@@ -132,15 +160,17 @@ class Config:
         for name in ("starve_grants", "trace_events"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"{where}.{name}: expected a whole number >= 0, got {value!r}",
-                                  settings=(name,))
+                raise ConfigError(
+                    f"{where}.{name}: expected a whole number >= 0, got {value!r}", settings=(name,)
+                )
         for name in ("walk_self_check", "timing"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{where}.{name}: expected true or false", settings=(name,))
         if self.on_stuck not in ("exit", "raise"):
             raise ConfigError(
                 f"{where}.on_stuck: expected 'exit' or 'raise', got {self.on_stuck!r}",
-                settings=("on_stuck",))
+                settings=("on_stuck",),
+            )
         for cls_name, budget in self.hold_budgets.items():
             _positive(where, f"hold_budgets[{cls_name!r}]", budget)
         self._check_ladder(where)
@@ -148,33 +178,82 @@ class Config:
 
     def _check_ladder(self, where: str) -> None:
         rungs: list[tuple[str, float, str, float, str]] = [
-            ("poll_s", self.poll_s, "walk_s", self.walk_s,
-             "the watchdog must poll more often than the shortest bound it enforces"),
-            ("walk_s", self.walk_s, "hold_s", self.hold_s,
-             "a stuck walk must be called a list-loop before its lock is called a long-hold"),
+            (
+                "poll_s",
+                self.poll_s,
+                "walk_s",
+                self.walk_s,
+                "the watchdog must poll more often than the shortest bound it enforces",
+            ),
+            (
+                "walk_s",
+                self.walk_s,
+                "hold_s",
+                self.hold_s,
+                "a stuck walk must be called a list-loop before its lock is called a long-hold",
+            ),
         ]
         for cls_name, budget in sorted(self.hold_budgets.items()):
-            rungs.append(("walk_s", self.walk_s, f"hold_budgets[{cls_name!r}]", budget,
-                          "a stuck walk must be called a list-loop before its lock is called "
-                          "a long-hold"))
-            rungs.append((f"hold_budgets[{cls_name!r}]", budget, "verdict_s", self.verdict_s,
-                          "a long hold must be named before its waiters are called a stall"))
+            rungs.append(
+                (
+                    "walk_s",
+                    self.walk_s,
+                    f"hold_budgets[{cls_name!r}]",
+                    budget,
+                    "a stuck walk must be called a list-loop before its lock is called a long-hold",
+                )
+            )
+            rungs.append(
+                (
+                    f"hold_budgets[{cls_name!r}]",
+                    budget,
+                    "verdict_s",
+                    self.verdict_s,
+                    "a long hold must be named before its waiters are called a stall",
+                )
+            )
         rungs += [
-            ("hold_s", self.hold_s, "verdict_s", self.verdict_s,
-             "a long hold must be named before its waiters are called a stall"),
-            ("verdict_s", self.verdict_s, "duration_s + grace_s", self.deadline_s,
-             "the watchdog must reach its verdict before the emergency exit"),
+            (
+                "hold_s",
+                self.hold_s,
+                "verdict_s",
+                self.verdict_s,
+                "a long hold must be named before its waiters are called a stall",
+            ),
+            (
+                "verdict_s",
+                self.verdict_s,
+                "duration_s + grace_s",
+                self.deadline_s,
+                "the watchdog must reach its verdict before the emergency exit",
+            ),
         ]
         if self.test_timeout_s is not None:
-            rungs.append(("duration_s + grace_s + backstop_s", self.backstop_at_s,
-                          "test_timeout_s", self.test_timeout_s,
-                          "the harness must leave its report before pytest-timeout fires"))
-        outer_name = "test_timeout_s" if self.test_timeout_s is not None else \
-            "duration_s + grace_s + backstop_s"
+            rungs.append(
+                (
+                    "duration_s + grace_s + backstop_s",
+                    self.backstop_at_s,
+                    "test_timeout_s",
+                    self.test_timeout_s,
+                    "the harness must leave its report before pytest-timeout fires",
+                )
+            )
+        outer_name = (
+            "test_timeout_s"
+            if self.test_timeout_s is not None
+            else "duration_s + grace_s + backstop_s"
+        )
         outer = self.test_timeout_s if self.test_timeout_s is not None else self.backstop_at_s
         if self.job_limit_s is not None:
-            rungs.append((outer_name, outer, "job_limit_s", self.job_limit_s,
-                          "every test must end before the job limit"))
+            rungs.append(
+                (
+                    outer_name,
+                    outer,
+                    "job_limit_s",
+                    self.job_limit_s,
+                    "every test must end before the job limit",
+                )
+            )
         for low_name, low, high_name, high, why in rungs:
             if not low < high:
                 raise LadderError(
@@ -185,14 +264,24 @@ class Config:
 
 
 def _positive(where: str, name: str, value: object) -> None:
-    if (not isinstance(value, (int, float)) or isinstance(value, bool)
-            or not math.isfinite(value) or value <= 0):
-        raise ConfigError(f"{where}.{name}: expected a number of seconds > 0, got {value!r}",
-                          settings=(name,))
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigError(
+            f"{where}.{name}: expected a number of seconds > 0, got {value!r}", settings=(name,)
+        )
 
 
 def _non_negative(where: str, name: str, value: object) -> None:
-    if (not isinstance(value, (int, float)) or isinstance(value, bool)
-            or not math.isfinite(value) or value < 0):
-        raise ConfigError(f"{where}.{name}: expected a number of seconds >= 0, got {value!r}",
-                          settings=(name,))
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ConfigError(
+            f"{where}.{name}: expected a number of seconds >= 0, got {value!r}", settings=(name,)
+        )

@@ -68,8 +68,15 @@ class Status:
 class Worker:
     """A thread spawned by a Monitor: cancellation ends it quietly, an exception is a verdict."""
 
-    def __init__(self, mon: Monitor, target: Callable[..., Any], args: tuple[Any, ...],
-                 kwargs: dict[str, Any], name: str, tracked: bool) -> None:
+    def __init__(
+        self,
+        mon: Monitor,
+        target: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        name: str,
+        tracked: bool,
+    ) -> None:
         self.mon = mon
         self.name = name
         self.tracked = tracked
@@ -78,10 +85,15 @@ class Worker:
         self.error: BaseException | None = None
         self.state: ThreadState | None = None
         self.thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._start_lock = threading.Lock()
+        self._started = False
 
     def start(self) -> None:
-        if self.thread.ident is None:
-            self.thread.start()
+        # run() and a worker that spawns another may both try to start it.
+        with self._start_lock:
+            if not self._started:
+                self._started = True
+                self.thread.start()
 
     @property
     def alive(self) -> bool:
@@ -104,17 +116,26 @@ class Worker:
 class Monitor:
     """One run: its locks, lockdep graph, threads, watchdog, verdicts, stats and trace."""
 
-    def __init__(self, config: Config | None = None, *, name: str = "run",
-                 meta: Mapping[str, Any] | None = None, report: RunReport | None = None,
-                 on_status: Callable[[Status], None] | None = None,
-                 emergency_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        name: str = "run",
+        meta: Mapping[str, Any] | None = None,
+        report: RunReport | None = None,
+        on_status: Callable[[Status], None] | None = None,
+        emergency_dir: str | Path | None = None,
+    ) -> None:
         self.config = (config or Config()).validate()
         self.name = name
         self.meta: dict[str, Any] = dict(meta or {})
         self.report = report
         self.on_status = on_status
-        folder = emergency_dir if emergency_dir is not None else (
-            report.folder if report is not None else None)
+        folder = (
+            emergency_dir
+            if emergency_dir is not None
+            else (report.folder if report is not None else None)
+        )
         self.emergency_dir = Path(folder) if folder is not None else None
         self.lockdep = Lockdep(self)
         self.book = VerdictBook()
@@ -150,8 +171,9 @@ class Monitor:
         """The lock class `name` of this run (created on first use)."""
         return self.lockdep.lock_class(name, budget_s or self.config.budget(name))
 
-    def mutex(self, lock_class: str, name: str | None = None, *, fair: bool = True,
-              subclass: int = 0) -> Mutex:
+    def mutex(
+        self, lock_class: str, name: str | None = None, *, fair: bool = True, subclass: int = 0
+    ) -> Mutex:
         """A new instrumented mutex (timed when config.timing is on)."""
         kind = TimedMutex if self.config.timing else Mutex
         return kind(lock_class, name, monitor=self, fair=fair, subclass=subclass)
@@ -166,15 +188,20 @@ class Monitor:
 
     # -- threads -------------------------------------------------------------------------
 
-    def spawn(self, target: Callable[..., Any], *args: Any, name: str | None = None,
-              tracked: bool = True, **kwargs: Any) -> Worker:
+    def spawn(
+        self,
+        target: Callable[..., Any],
+        *args: Any,
+        name: str | None = None,
+        tracked: bool = True,
+        **kwargs: Any,
+    ) -> Worker:
         """A worker thread, started by run() (or at once if the run is already going).
 
         A tracked worker is expected to call progress() after each operation: going
         verdict_s without one is a livelock (if it keeps running) or a stall.
         """
-        worker = Worker(self, target, args, kwargs, name or f"worker-{len(self._workers)}",
-                        tracked)
+        worker = Worker(self, target, args, kwargs, name or f"worker-{len(self._workers)}", tracked)
         self._workers.append(worker)
         if self.running and not self.cancelled:
             worker.start()
@@ -233,8 +260,9 @@ class Monitor:
         if cancelled:
             raise Cancelled(self.cancel_reason)
 
-    def walk(self, kind: str, subject: str, *, lock: Any | None = None,
-             bound: int | None = None) -> Walk:
+    def walk(
+        self, kind: str, subject: str, *, lock: Any | None = None, bound: int | None = None
+    ) -> Walk:
         """Track a list walk: `with mon.walk(...) as w:` and `w.step()` per node."""
         return Walk(self, kind, subject, lock, bound)
 
@@ -248,8 +276,9 @@ class Monitor:
         """Seconds since the run started."""
         return perf_counter() - self.t0
 
-    def record(self, verdict: Verdict, *, keys: Sequence[Hashable] = (),
-               stop: bool | None = None) -> Verdict:
+    def record(
+        self, verdict: Verdict, *, keys: Sequence[Hashable] = (), stop: bool | None = None
+    ) -> Verdict:
         """Add a verdict (deduplicated by signature); stop the run if the policy says so.
 
         After cancellation a verdict is kept apart (`late`): a worker stopped half-way
@@ -267,15 +296,24 @@ class Monitor:
         if ring is not None:
             ring.append(("V", current().tid, kept.kind, kept.summary, self.t0 + kept.at_s))
         if self.report is not None:
-            self.report.event("verdict", f"{kept.kind}: {kept.summary}", case=self.name,
-                              verdict=kept.to_dict())
+            self.report.event(
+                "verdict", f"{kept.kind}: {kept.summary}", case=self.name, verdict=kept.to_dict()
+            )
         if stop if stop is not None else self.config.stops_on(kept.kind):
             self._request_stop(kept)
         return kept
 
-    def report_defect(self, kind: str, summary: str, *, evidence: Mapping[str, Any] | None = None,
-                      threads: Sequence[str] = (), locks: Sequence[Any] = (),
-                      stop: bool | None = None, exc: BaseException | None = None) -> Verdict:
+    def report_defect(
+        self,
+        kind: str,
+        summary: str,
+        *,
+        evidence: Mapping[str, Any] | None = None,
+        threads: Sequence[str] = (),
+        locks: Sequence[Any] = (),
+        stop: bool | None = None,
+        exc: BaseException | None = None,
+    ) -> Verdict:
         """A defect found by the code under test, reported through the verdict stream.
 
         `locks` may be lock objects or names; the calling thread's stack is the proof:
@@ -289,12 +327,17 @@ class Monitor:
         if held:
             ev.setdefault("held", held)
         verdict = Verdict(
-            kind=kind, summary=summary, source="defect",
+            kind=kind,
+            summary=summary,
+            source="defect",
             threads=list(dict.fromkeys([state.name, *threads])),
             locks=[x if isinstance(x, str) else x.name for x in locks],
             lock_classes=[x.lock_class.name for x in objects],
             chain=[f"{state.name} found it at {where(stack)}"],
-            stacks={state.name: stack}, evidence=ev, culprits=[state.name], at_s=self.now_s(),
+            stacks={state.name: stack},
+            evidence=ev,
+            culprits=[state.name],
+            at_s=self.now_s(),
         )
         return self.record(verdict, stop=stop)
 
@@ -338,8 +381,19 @@ class Monitor:
     def walk_done(self, walk: Walk, t1: float, ended: str | None) -> None:
         ring = self.trace_ring
         if ring is not None:
-            ring.append(("W", walk.state.tid, walk.kind, walk.subject, walk.t0, t1, walk.n,
-                         walk.bound, ended))
+            ring.append(
+                (
+                    "W",
+                    walk.state.tid,
+                    walk.kind,
+                    walk.subject,
+                    walk.t0,
+                    t1,
+                    walk.n,
+                    walk.bound,
+                    ended,
+                )
+            )
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -360,14 +414,14 @@ class Monitor:
     def run(self) -> CaseResult:
         """Run the spawned workers for the budget; cancel, join, stop, return the result."""
         self.start()
-        for worker in self._workers:
+        for worker in list(self._workers):
             worker.start()
         deadline = self.t0 + self.config.duration_s
         while not self.cancelled:
             left = deadline - perf_counter()
             if left <= 0:
                 self.cancel(f"end of budget ({self.config.duration_s:g} s)")
-            elif self._workers and not any(w.alive for w in self._workers):
+            elif self._workers and not any(w.alive for w in list(self._workers)):
                 self.cancel("every worker finished")
             else:
                 self._cancel_evt.wait(min(left, _RUN_TICK_S))
@@ -377,15 +431,19 @@ class Monitor:
     def _join_workers(self) -> None:
         assert self.cancelled_at is not None
         until = self.cancelled_at + self.config.grace_s
-        for worker in self._workers:
+        workers = list(self._workers)
+        for worker in workers:
             if worker.thread.ident is not None:  # spawned after cancellation: never started
                 worker.thread.join(max(until - perf_counter(), 0.0))
-        stuck = [w.name for w in self._workers if w.alive]
+        stuck = [w.name for w in workers if w.alive]
         if stuck:
             self.stuck = stuck
             snap = diagnosis.Snapshot.take(self)
-            self.stuck_detail = [diagnosis.describe_stuck(w.state, snap) for w in self._workers
-                                 if w.alive and w.state is not None]
+            self.stuck_detail = [
+                diagnosis.describe_stuck(w.state, snap)
+                for w in self._workers
+                if w.alive and w.state is not None
+            ]
             try:
                 escape.emergency(self, stuck)  # does not return when on_stuck='exit'
             finally:
@@ -431,13 +489,24 @@ class Monitor:
         kinds: dict[str, int] = {}
         for v in self.book.snapshot():
             kinds[v.kind] = kinds.get(v.kind, 0) + v.count
-        status = Status(self.name, round(now - self.t0, 3), ops, round((ops - prev_ops) / span, 1),
-                        walks, round((walks - prev_walks) / span, 1),
-                        sum(s.steps for s in states), sum(kinds.values()), kinds)
+        status = Status(
+            self.name,
+            round(now - self.t0, 3),
+            ops,
+            round((ops - prev_ops) / span, 1),
+            walks,
+            round((walks - prev_walks) / span, 1),
+            sum(s.steps for s in states),
+            sum(kinds.values()),
+            kinds,
+        )
         if self.report is not None:
-            self.report.event("status", f"{status.ops:,} ops, {status.walks:,} walks, "
-                              f"{status.verdicts} verdicts", case=self.name,
-                              status=status.__dict__)
+            self.report.event(
+                "status",
+                f"{status.ops:,} ops, {status.walks:,} walks, {status.verdicts} verdicts",
+                case=self.name,
+                status=status.__dict__,
+            )
         if self.on_status is not None:
             try:
                 self.on_status(status)
@@ -515,16 +584,24 @@ class Monitor:
             "walks_per_s": round(walks / elapsed, 1),
             "walk_steps": sum(s.steps for s in states),
             "verdicts_by_kind": kinds,
-            "watchdog": {"period_s": self.config.poll_s, "polls": polls,
-                         "busy_s": round(busy, 4),
-                         "busy_pct": round(100.0 * busy / elapsed, 3)},
-            "lockdep": {"classes": len(self.lockdep.classes),
-                        "dependencies": sum(len(k.after) for c in self.lockdep.classes.values()
-                                            for k in c.keys),
-                        "slow_checks": self.lockdep.slow_checks},
+            "watchdog": {
+                "period_s": self.config.poll_s,
+                "polls": polls,
+                "busy_s": round(busy, 4),
+                "busy_pct": round(100.0 * busy / elapsed, 3),
+            },
+            "lockdep": {
+                "classes": len(self.lockdep.classes),
+                "dependencies": sum(
+                    len(k.after) for c in self.lockdep.classes.values() for k in c.keys
+                ),
+                "slow_checks": self.lockdep.slow_checks,
+            },
             "lock_classes": {name: c.stats.to_dict() for name, c in self.lockdep.classes.items()},
-            "trace": {"capacity": self.config.trace_events,
-                      "kept": len(self.trace_ring) if self.trace_ring is not None else 0},
+            "trace": {
+                "capacity": self.config.trace_events,
+                "kept": len(self.trace_ring) if self.trace_ring is not None else 0,
+            },
         }
 
     def _trace_events(self, now: float) -> list[dict[str, Any]]:
@@ -536,8 +613,9 @@ class Monitor:
         records = list(ring) + open_records(states + others, self, now)
         names = {s.tid: s.name for s in states + others}
         process = " ".join(f"{k}={self.meta[k]}" for k in ("variant", "seed") if k in self.meta)
-        return chrome_events(records, pid=1, base=self.t0, process=process or self.name,
-                                   threads=names)
+        return chrome_events(
+            records, pid=1, base=self.t0, process=process or self.name, threads=names
+        )
 
     def close(self) -> None:
         """Alias of stop() for callers that only want the run ended."""

@@ -182,7 +182,8 @@ class World:
     def on_loop(self, st: WalkState, exc: ListLoop) -> bool:
         """A walk past its bound: report it with its cycle, and keep the CPU spinning."""
         if st.handle is not None:
-            st.handle.cycle(exc.details.get("cycle", []))
+            if not st.handle.reported:  # once: later laps (and a late verdict) add nothing
+                st.handle.cycle(exc.details.get("cycle", []))
             return True  # the walk's next step raises once the run is cancelled
         return False
 

@@ -33,8 +33,10 @@ def watchdog_config(scn: Scenario, **extra: Any) -> Config:
 def replay_command(scn: Scenario, variant: str, seed: int, memory: str | None = None) -> str:
     """The command that runs this case again (optionally in another memory mode)."""
     cmd = ["rmapstress", "run", scn.path, "--variant", variant, "--seed", str(seed)]
-    if memory is not None and memory != scn.memory.mode:
-        cmd += ["--memory", memory]
+    if memory is None or memory == scn.memory.mode:
+        cmd += scn.override_flags()
+    else:
+        cmd += [*scn.override_flags(skip=("variants", "seeds", "memory.mode")), "--memory", memory]
     return shlex.join(cmd)
 
 

@@ -17,8 +17,24 @@ from typing import Any
 
 from rmapsim.errors import ModelError
 from rmapsim.variants import parse_variant
+from stress.config import Config
 
 OUTCOMES = ("defect", "clean")
+
+#: Scenario key path -> the `rmapstress run` option that overrides it.
+OVERRIDE_FLAGS: dict[str, str] = {
+    "variants": "--variant",
+    "seeds": "--seed",
+    "duration_s": "--duration",
+    "audit_interval_s": "--audit",
+    "memory.mode": "--memory",
+    "threads.processes": "--processes",
+    "threads.threads_per_process": "--threads",
+    "threads.reclaim_walkers": "--reclaim",
+    "yield.probability": "--yield-prob",
+}
+#: [watchdog] keys: stress.Config's fields, but the run budget is scenario.duration_s.
+WATCHDOG_KEYS = tuple(f.name for f in dataclasses.fields(Config) if f.name != "duration_s")
 
 
 class ScenarioError(ValueError):
@@ -121,6 +137,9 @@ class Scenario:
     memory: MemoryModel = MemoryModel()
     yields: Yields = Yields()
     watchdog: Mapping[str, Any] = field(default_factory=dict)
+    #: Overrides applied on top of the file, as (key path, value), so that a replay
+    #: command can repeat them.
+    overrides: tuple[tuple[str, Any], ...] = ()
 
     def cases(self) -> list[tuple[str, int]]:
         return [(v, s) for v in self.variants for s in self.seeds]
@@ -144,7 +163,19 @@ class Scenario:
         raw["scenario"].update(top)
         for table, values in tables.items():
             raw.setdefault(table, {}).update(values)
-        return _build(raw, self.path, where_prefix="override: ")
+        built = _build(raw, self.path, where_prefix="override: ")
+        applied = dict(self.overrides)
+        applied.update({k: v for k, v in changes.items() if v is not None})
+        return dataclasses.replace(built, overrides=tuple(applied.items()))
+
+    def override_flags(self, *, skip: tuple[str, ...] = ("variants", "seeds")) -> list[str]:
+        """The command-line options that repeat this scenario's overrides."""
+        out: list[str] = []
+        for key, value in self.overrides:
+            if key in skip or key not in OVERRIDE_FLAGS:
+                continue
+            out += [OVERRIDE_FLAGS[key], f"{value:g}" if isinstance(value, float) else str(value)]
+        return out
 
 
 _TOP: dict[str, Check] = {
@@ -284,6 +315,9 @@ def _build(raw: Mapping[str, Any], path: str, where_prefix: str = "") -> Scenari
     if not any((wl.touch, wl.mmap, wl.mprotect, wl.munmap, wl.fork, wl.exit)):
         raise err("workload", "every operation weight is 0")
     watchdog = dict(raw.get("watchdog", {}))
+    for key in watchdog:
+        if key not in WATCHDOG_KEYS:
+            raise err(f"watchdog.{key}", f"unknown key (known: {', '.join(WATCHDOG_KEYS)})")
     name = values.pop("name", Path(path).stem)
     return Scenario(
         name=name,
