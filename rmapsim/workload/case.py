@@ -83,6 +83,10 @@ def run_case(
     sys.setswitchinterval(scn.yields.switch_interval_s)
     try:
         result = mon.run()
+    except BaseException:  # interrupted (^C, a test timeout): never leave workers running
+        mon.cancel("interrupted")
+        mon.stop()
+        raise
     finally:
         sys.setswitchinterval(previous)
     result.stats["model"] = world.model_stats()
