@@ -36,8 +36,15 @@ def exec_ops_per_s(check: bool) -> float:
     programs = []
     for _ in range(300):
         raw = [
-            (rnd.choice(_OP_NAMES), rnd.randrange(len(PROCS)), rnd.randrange(WINDOW_PAGES),
-             rnd.randint(1, 3), rnd.randrange(len(PROTS)), rnd.random() < 0.5, 0)
+            (
+                rnd.choice(_OP_NAMES),
+                rnd.randrange(len(PROCS)),
+                rnd.randrange(WINDOW_PAGES),
+                rnd.randint(1, 3),
+                rnd.randrange(len(PROTS)),
+                rnd.random() < 0.5,
+                0,
+            )
             for _ in range(20)
         ]
         programs.append(translate(raw))

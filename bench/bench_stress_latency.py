@@ -109,8 +109,10 @@ def describe(samples: list[float], poll: float) -> str:
     ordered = sorted(samples)
     p90 = ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
     med, worst = statistics.median(ordered), ordered[-1]
-    return (f"{med * 1000:7.1f} {p90 * 1000:7.1f} {worst * 1000:7.1f}   "
-            f"{med / poll:5.2f} {p90 / poll:5.2f} {worst / poll:5.2f}")
+    return (
+        f"{med * 1000:7.1f} {p90 * 1000:7.1f} {worst * 1000:7.1f}   "
+        f"{med / poll:5.2f} {p90 / poll:5.2f} {worst / poll:5.2f}"
+    )
 
 
 def main() -> None:
@@ -120,12 +122,16 @@ def main() -> None:
     args = parser.parse_args()
     rng = random.Random(args.seed)
     poll = CFG.poll_s
-    print(f"Detection latency, {args.trials} trials each, poll_s={poll * 1000:.0f} ms, "
-          f"hold budget {CFG.hold_s:g} s")
+    print(
+        f"Detection latency, {args.trials} trials each, poll_s={poll * 1000:.0f} ms, "
+        f"hold budget {CFG.hold_s:g} s"
+    )
     print(f"{'hang':28} {'median':>7} {'p90':>7} {'max':>7}   {'(in poll periods)':>17}")
-    for label, trial in (("list-loop (onset->verdict)", list_loop_trial),
-                         ("deadlock (onset->verdict)", deadlock_trial),
-                         ("long-hold (budget->verdict)", long_hold_trial)):
+    for label, trial in (
+        ("list-loop (onset->verdict)", list_loop_trial),
+        ("deadlock (onset->verdict)", deadlock_trial),
+        ("long-hold (budget->verdict)", long_hold_trial),
+    ):
         samples = [trial(rng) for _ in range(args.trials)]
         print(f"{label:28} {describe(samples, poll)}   ms / periods")
 

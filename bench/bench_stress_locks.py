@@ -72,12 +72,27 @@ def uncontended(rounds: int, n: int) -> None:
     cases: list[tuple[str, Callable[[Any, int], float], Any, Callable[[Any, int], float], Any]] = [
         ("Mutex acquire()+release()", loop_calls, mon.mutex("b", "b#1"), loop_calls, base),
         ("Mutex with-statement", loop_with, mon.mutex("b", "b#2"), loop_with, base),
-        ("TimedMutex acquire()+release()", loop_calls, timed_mon.mutex("b", "b#3"), loop_calls,
-         base),
-        ("Mutex (unfair) acquire()+release()", loop_calls, mon.mutex("b", "b#4", fair=False),
-         loop_calls, base),
-        ("RWSem down_read()+up_read()", loop_rwsem_read, RWSem("s", "s#1", monitor=mon),
-         loop_calls, base),
+        (
+            "TimedMutex acquire()+release()",
+            loop_calls,
+            timed_mon.mutex("b", "b#3"),
+            loop_calls,
+            base,
+        ),
+        (
+            "Mutex (unfair) acquire()+release()",
+            loop_calls,
+            mon.mutex("b", "b#4", fair=False),
+            loop_calls,
+            base,
+        ),
+        (
+            "RWSem down_read()+up_read()",
+            loop_rwsem_read,
+            RWSem("s", "s#1", monitor=mon),
+            loop_calls,
+            base,
+        ),
     ]
     raw: dict[str, list[float]] = {c[0]: [] for c in cases}
     net: dict[str, list[float]] = {c[0]: [] for c in cases}
@@ -93,13 +108,18 @@ def uncontended(rounds: int, n: int) -> None:
             ns[label].append((t_lock - empty) / n * 1e9)
             if fn is loop_calls and label.startswith("Mutex acquire"):
                 base_ns.append((t_base - empty) / n * 1e9)
-    print(f"Uncontended, {rounds} rounds of {n:,} operations "
-          f"(threading.Lock acquire()+release(): {statistics.median(base_ns):.0f} ns net)")
-    print(f"{'operation':38} {'ns net':>7}  {'net ratio, median (min..max)':>30}  "
-          f"{'raw ratio':>22}")
+    print(
+        f"Uncontended, {rounds} rounds of {n:,} operations "
+        f"(threading.Lock acquire()+release(): {statistics.median(base_ns):.0f} ns net)"
+    )
+    print(
+        f"{'operation':38} {'ns net':>7}  {'net ratio, median (min..max)':>30}  {'raw ratio':>22}"
+    )
     for label in raw:
-        print(f"{label:38} {statistics.median(ns[label]):7.0f}  {spread(net[label]):>30}  "
-              f"{spread(raw[label]):>22}")
+        print(
+            f"{label:38} {statistics.median(ns[label]):7.0f}  {spread(net[label]):>30}  "
+            f"{spread(raw[label]):>22}"
+        )
     mon.stop()
     timed_mon.stop()
 
@@ -129,8 +149,10 @@ def contended_ops(lock: Any, threads: int, per_thread: int) -> float:
 
 def contended(rounds: int, per_thread: int) -> None:
     print()
-    print(f"Contended: each thread does {per_thread:,} acquire/+1/release; "
-          f"ops/s median of {rounds} rounds (ratio to threading.Lock)")
+    print(
+        f"Contended: each thread does {per_thread:,} acquire/+1/release; "
+        f"ops/s median of {rounds} rounds (ratio to threading.Lock)"
+    )
     kinds: list[tuple[str, Callable[[], Any]]] = [
         ("threading.Lock", threading.Lock),
         ("Mutex (fair)", lambda: Mutex("c", "c", monitor=mon)),

@@ -74,19 +74,24 @@ def main() -> None:
         order = (True, False) if r % 2 == 0 else (False, True)
         got: dict[bool, float] = {}
         for watched in order:
-            rate, pct = workload(Monitor(cfg, name=f"bench-{r}"), args.threads, args.seconds,
-                                 watched)
+            rate, pct = workload(
+                Monitor(cfg, name=f"bench-{r}"), args.threads, args.seconds, watched
+            )
             got[watched] = rate
             rates[watched].append(rate)
             if watched:
                 busy.append(pct)
         costs.append(100.0 * (1 - got[True] / got[False]))
-    print(f"Watchdog cost at poll_s={cfg.poll_s * 1000:.0f} ms, {args.threads} workers, "
-          f"{args.rounds} rounds of {args.seconds:g} s each way")
+    print(
+        f"Watchdog cost at poll_s={cfg.poll_s * 1000:.0f} ms, {args.threads} workers, "
+        f"{args.rounds} rounds of {args.seconds:g} s each way"
+    )
     print(f"  ops/s without watchdog: median {statistics.median(rates[False]):,.0f}")
     print(f"  ops/s with watchdog:    median {statistics.median(rates[True]):,.0f}")
-    print(f"  throughput cost:        median {statistics.median(costs):.2f} %  "
-          f"(min {min(costs):.2f} %, max {max(costs):.2f} %)")
+    print(
+        f"  throughput cost:        median {statistics.median(costs):.2f} %  "
+        f"(min {min(costs):.2f} %, max {max(costs):.2f} %)"
+    )
     print(f"  watchdog busy time:     median {statistics.median(busy):.2f} % of wall time")
 
 

@@ -104,12 +104,18 @@ class Kernel:
         on_event: EventHook | None = None,
         slab_page_bytes: int = 4096,
         min_partial: int = 5,
+        quarantine_bytes: int = 8 << 20,
     ) -> None:
         self.variant = parse_variant(variant) if isinstance(variant, str) else variant
         self.mem = (
             memory
             if isinstance(memory, Memory)
-            else Memory(memory, page_bytes=slab_page_bytes, min_partial=min_partial)
+            else Memory(
+                memory,
+                page_bytes=slab_page_bytes,
+                min_partial=min_partial,
+                quarantine_bytes=quarantine_bytes,
+            )
         )
         self.sync: SyncFactory = sync if sync is not None else ThreadingSync()
         self.debug_vm = debug_vm

@@ -14,9 +14,11 @@ its object behaves the way it did in 2010:
   others) once the cache holds more than ``min_partial`` empty pages; the next cache
   that needs a page may get it, and then every old pointer into that page reads the
   words of whatever the new cache put there.
-* ``kasan`` mode: freed objects are quarantined for ever and the first access
+* ``kasan`` mode: freed objects are poisoned and quarantined, and the first access
   through a stale pointer raises `UseAfterFree` with the program sites that
-  allocated, freed and accessed the object.
+  allocated, freed and accessed the object.  As in KASAN, the quarantine is bounded
+  (``quarantine_bytes``): past it the oldest freed objects are reused, and a stale
+  pointer to one of those is no longer caught.
 
 What a stale pointer reads is `rmapsim.stale`'s job (mixed in as `Words`); this
 module decides when memory is freed, reused, recycled and poisoned.  The fast path
@@ -26,6 +28,7 @@ of live code pays nothing for either.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -106,6 +109,7 @@ class Memory(Words):
         *,
         page_bytes: int = 4096,
         min_partial: int = 5,
+        quarantine_bytes: int = 8 << 20,
     ) -> None:
         if mode not in MODES:
             raise ModelError(f"unknown memory mode {mode!r} (known: {', '.join(MODES)})")
@@ -138,6 +142,9 @@ class Memory(Words):
         self._local = threading.local()
         self.site: Any = None
         self.caches: dict[str, SlabCache] = {}
+        self.quarantine_bytes = quarantine_bytes
+        self._quarantine: deque[SlabObject] = deque()
+        self._quarantined = 0
 
     # -- sites (which program line / worker is running), for kasan history ------------
 
@@ -285,7 +292,8 @@ class Memory(Words):
                     self._rcu_reap()
                 else:
                     self._make_stale(obj, recycled=False)
-                return  # quarantined for ever
+                    self._quarantine_add(obj)
+                return
             self._make_stale(obj, recycled=False)
             self._push_free(cache, obj)
             if page.inuse == 0:
@@ -302,6 +310,16 @@ class Memory(Words):
         if self.kasan or recycled:
             for f in live.LIST_FIELDS:
                 _RAW[live][f.name].__get__(obj, live).__class__ = lh_class
+
+    def _quarantine_add(self, obj: SlabObject) -> None:
+        """KASAN's quarantine: the oldest freed objects go back to their caches (lock held)."""
+        self._quarantine.append(obj)
+        self._quarantined += obj.SIZE
+        while self._quarantined > self.quarantine_bytes and self._quarantine:
+            old = self._quarantine.popleft()
+            self._quarantined -= old.SIZE
+            if old.state == FREE:
+                self._push_free(old.cache, old)
 
     def _maybe_discard(self, cache: SlabCache, page: SlabPage) -> None:
         empty = [p for p in cache.pages if p.inuse == 0]
@@ -354,6 +372,7 @@ class Memory(Words):
                 self._release_page(item)
             elif item.state == FREE:
                 self._make_stale(item, recycled=False)
+                self._quarantine_add(item)
         self._rcu_pending = keep
 
     def quiesce(self) -> None:

@@ -10,14 +10,13 @@ hold, so the emergency path may use it too.
 
 from __future__ import annotations
 
-import sys
 import traceback
 from dataclasses import dataclass, field
 from time import perf_counter
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from stress.threads import Frame, ThreadState, capture, where
+from stress.threads import Frame, ThreadState, capture, current_frames, where
 from stress.verdicts import Verdict
 
 if TYPE_CHECKING:
@@ -40,7 +39,7 @@ class Snapshot:
     @classmethod
     def take(cls, mon: Monitor) -> Snapshot:
         now = perf_counter()
-        return cls(now, mon.t0, sys._current_frames(), mon.frozen(now))
+        return cls(now, mon.t0, current_frames(), mon.frozen(now))
 
     @property
     def at_s(self) -> float:
@@ -108,8 +107,9 @@ def doing(state: ThreadState, snap: Snapshot) -> str:
     if state.idle:
         return f"which is pausing at {here}"
     if frozen is not None and frozen > 0:
-        return (f"which has run no Python code for {seconds(frozen)}: blocked outside Python "
-                f"at {here}")
+        return (
+            f"which has run no Python code for {seconds(frozen)}: blocked outside Python at {here}"
+        )
     return f"which is running at {here}"
 
 
@@ -133,8 +133,9 @@ def chain_from(state: ThreadState, snap: Snapshot) -> str:
         parts.append(", ".join(blocker_phrase(s, how, t, snap) for s, how, t in blockers))
         nxt = blockers[0][0]
         if nxt in seen:
-            parts[-1] += " itself: a self-deadlock" if nxt is current else \
-                f": a cycle back to {nxt.name}"
+            parts[-1] += (
+                " itself: a self-deadlock" if nxt is current else f": a cycle back to {nxt.name}"
+            )
             break
         seen.add(nxt)
         current = nxt
@@ -148,10 +149,16 @@ def describe_stuck(state: ThreadState, snap: Snapshot) -> dict[str, Any]:
     if waiter is not None:
         what = chain_from(state, snap)
     else:
-        what = f"{state.name}{' holds ' + ', '.join(holds) if holds else ''}, " \
-               f"{doing(state, snap)[len('which '):]}"
-    return {"thread": state.name, "doing": what, "holds": holds,
-            "stack": [f.to_dict() for f in snap.stack(state)]}
+        what = (
+            f"{state.name}{' holds ' + ', '.join(holds) if holds else ''}, "
+            f"{doing(state, snap)[len('which ') :]}"
+        )
+    return {
+        "thread": state.name,
+        "doing": what,
+        "holds": holds,
+        "stack": [f.to_dict() for f in snap.stack(state)],
+    }
 
 
 def waiters_behind(locks: list[Any], snap: Snapshot, skip: set[ThreadState]) -> list[str]:
@@ -179,7 +186,7 @@ def list_loop(walk: Walk, snap: Snapshot, source: str) -> Verdict:
     locks += [h for h in held if h is not lock]
     under = f", holding {', '.join(x.name for x in locks)}" if locks else ""
     behind = waiters_behind(locks, snap, {state})
-    chain = behind or [f"{state.name}, {doing(state, snap)[len('which '):]}"]
+    chain = behind or [f"{state.name}, {doing(state, snap)[len('which ') :]}"]
     evidence: dict[str, Any] = {
         "walk": walk.kind,
         "subject": walk.subject,
@@ -193,11 +200,13 @@ def list_loop(walk: Walk, snap: Snapshot, source: str) -> Verdict:
         evidence["cycle"] = list(walk.cycle_nodes)
     return Verdict(
         kind="list-loop",
-        summary=(f"{state.name} loops in {walk.kind} over {walk.subject}'s list: "
-                 f"{steps_phrase(walk, snap)}{under}"),
+        summary=(
+            f"{state.name} loops in {walk.kind} over {walk.subject}'s list: "
+            f"{steps_phrase(walk, snap)}{under}"
+        ),
         source=source,
-        threads=[state.name] + [w.state.name for x in locks for w in x.waiters()
-                                if w.state is not state],
+        threads=[state.name]
+        + [w.state.name for x in locks for w in x.waiters() if w.state is not state],
         locks=[x.name for x in locks],
         lock_classes=lock_classes(locks),
         chain=chain,
@@ -213,12 +222,19 @@ def deadlock(cycle: list[Waiter], snap: Snapshot) -> Verdict:
     locks = [w.lock for w in cycle]
     if len(cycle) == 1:
         only = cycle[0]
-        summary = (f"self-deadlock: {only.state.name} waits for {only.lock.name}, "
-                   f"which it holds itself")
+        summary = (
+            f"self-deadlock: {only.state.name} waits for {only.lock.name}, which it holds itself"
+        )
     else:
-        summary = "deadlock: " + ", ".join(
-            f"{w.state.name} waits for {w.lock.name}" + ("" if w.mode == "lock" else f" ({w.mode})")
-            for w in cycle) + " - a cycle"
+        summary = (
+            "deadlock: "
+            + ", ".join(
+                f"{w.state.name} waits for {w.lock.name}"
+                + ("" if w.mode == "lock" else f" ({w.mode})")
+                for w in cycle
+            )
+            + " - a cycle"
+        )
     others = waiters_behind(locks, snap, set(states))
     return Verdict(
         kind="deadlock",
@@ -230,8 +246,15 @@ def deadlock(cycle: list[Waiter], snap: Snapshot) -> Verdict:
         chain=[chain_from(s, snap) for s in states] + others,
         stacks=snap.stacks(states),
         evidence={
-            "cycle": [{"thread": w.state.name, "waits_for": w.lock.name, "mode": w.mode,
-                       "waiting_s": round(snap.now - w.since, 4)} for w in cycle],
+            "cycle": [
+                {
+                    "thread": w.state.name,
+                    "waits_for": w.lock.name,
+                    "mode": w.mode,
+                    "waiting_s": round(snap.now - w.since, 4),
+                }
+                for w in cycle
+            ],
             "self": len(cycle) == 1,
         },
         culprits=[s.name for s in states],
@@ -243,12 +266,14 @@ def long_hold(lock: Any, holder: ThreadState, since: float, snap: Snapshot) -> V
     held_s = snap.now - since
     budget = lock.lock_class.budget_s
     behind = waiters_behind([lock], snap, {holder})
-    what = doing(holder, snap)[len("which "):]
+    what = doing(holder, snap)[len("which ") :]
     waiters = f", {len(behind)} waiting" if behind else ", nobody waiting"
     return Verdict(
         kind="long-hold",
-        summary=(f"{lock.name} held {seconds(held_s)} by {holder.name} (budget "
-                 f"{seconds(budget)}){waiters}; {holder.name} {what}"),
+        summary=(
+            f"{lock.name} held {seconds(held_s)} by {holder.name} (budget "
+            f"{seconds(budget)}){waiters}; {holder.name} {what}"
+        ),
         source="watchdog",
         threads=[holder.name] + [w.state.name for w in lock.waiters()],
         locks=[lock.name],
@@ -290,8 +315,10 @@ def starvation(waiter: Waiter, snap: Snapshot) -> Verdict:
     phrase, holders = holders_phrase(lock, snap)
     return Verdict(
         kind="starvation",
-        summary=(f"{state.name} has waited {seconds(waited)} for {lock.name} while it changed "
-                 f"hands {grants:,} times"),
+        summary=(
+            f"{state.name} has waited {seconds(waited)} for {lock.name} while it changed "
+            f"hands {grants:,} times"
+        ),
         source="watchdog",
         threads=[state.name] + [h.name for h in holders],
         locks=[lock.name],
@@ -310,19 +337,27 @@ def starvation(waiter: Waiter, snap: Snapshot) -> Verdict:
     )
 
 
-def livelock(states: list[ThreadState], idle_s: dict[ThreadState, float], moved: dict[
-        ThreadState, float], snap: Snapshot) -> Verdict:
+def livelock(
+    states: list[ThreadState],
+    idle_s: dict[ThreadState, float],
+    moved: dict[ThreadState, float],
+    snap: Snapshot,
+) -> Verdict:
     names = [s.name for s in states]
     worst = max(idle_s.values())
     return Verdict(
         kind="livelock",
-        summary=(f"livelock: {', '.join(names)} keep running but completed no operation "
-                 f"for {seconds(worst)}"),
+        summary=(
+            f"livelock: {', '.join(names)} keep running but completed no operation "
+            f"for {seconds(worst)}"
+        ),
         source="watchdog",
         threads=names,
-        chain=[f"{s.name} is running at {where(snap.stack(s))}, no operation for "
-               f"{seconds(idle_s[s])}, busy in {moved[s]:.0%} of the watchdog's looks"
-               for s in states],
+        chain=[
+            f"{s.name} is running at {where(snap.stack(s))}, no operation for "
+            f"{seconds(idle_s[s])}, busy in {moved[s]:.0%} of the watchdog's looks"
+            for s in states
+        ],
         stacks=snap.stacks(states),
         evidence={
             "no_progress_s": {s.name: round(idle_s[s], 3) for s in states},
@@ -335,8 +370,7 @@ def livelock(states: list[ThreadState], idle_s: dict[ThreadState, float], moved:
     )
 
 
-def stall(states: list[ThreadState], idle_s: dict[ThreadState, float],
-          snap: Snapshot) -> Verdict:
+def stall(states: list[ThreadState], idle_s: dict[ThreadState, float], snap: Snapshot) -> Verdict:
     names = [s.name for s in states]
     lines = []
     for s in states:
@@ -344,12 +378,14 @@ def stall(states: list[ThreadState], idle_s: dict[ThreadState, float],
         if waiter is not None:
             lines.append(chain_from(s, snap))
         else:
-            lines.append(f"{s.name}, {doing(s, snap)[len('which '):]}")
+            lines.append(f"{s.name}, {doing(s, snap)[len('which ') :]}")
     locks = [w.lock for s in states if (w := waiting_on(s)) is not None]
     return Verdict(
         kind="stall",
-        summary=(f"stall: {', '.join(names)} made no progress and ran no Python code for "
-                 f"{seconds(max(idle_s.values()))}"),
+        summary=(
+            f"stall: {', '.join(names)} made no progress and ran no Python code for "
+            f"{seconds(max(idle_s.values()))}"
+        ),
         source="watchdog",
         threads=names,
         locks=[x.name for x in locks],

@@ -71,8 +71,10 @@ def emergency(mon: Monitor, stuck_names: list[str]) -> None:
             files = mon.report.rendered(case)
         else:
             scenario = str(mon.meta.get("scenario", mon.name))
-            files = {"report.txt": render_text(scenario, [case]),
-                     "report.json": render_json(scenario, [case])}
+            files = {
+                "report.txt": render_text(scenario, [case]),
+                "report.json": render_json(scenario, [case]),
+            }
         folder = mon.emergency_dir
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
@@ -91,9 +93,12 @@ def emergency(mon: Monitor, stuck_names: list[str]) -> None:
             faulthandler.dump_traceback(file=2, all_threads=True)
         how = f"exit status {EXIT_EMERGENCY}" if exiting else "raising StuckThreadsError"
         where = f"; report: {report_path}" if report_path else ""
-        _write_fd(2, f"stress: emergency ({how}): {len(stuck_names)} thread(s) did not stop "
-                     f"within {mon.config.grace_s:g} s of cancellation: "
-                     f"{', '.join(stuck_names)}{where}\n")
+        _write_fd(
+            2,
+            f"stress: emergency ({how}): {len(stuck_names)} thread(s) did not stop "
+            f"within {mon.config.grace_s:g} s of cancellation: "
+            f"{', '.join(stuck_names)}{where}\n",
+        )
     finally:
         if exiting:
             os._exit(EXIT_EMERGENCY)

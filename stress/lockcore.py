@@ -168,8 +168,7 @@ class ClassStats:
 class Waiter:
     """One thread waiting for one lock, for one wait only."""
 
-    __slots__ = ("_evt", "granted", "lock", "misses", "mode", "passed", "since", "state",
-                 "woken")
+    __slots__ = ("_evt", "granted", "lock", "misses", "mode", "passed", "since", "state", "woken")
 
     def __init__(self, state: ThreadState, lock: Any, mode: Mode) -> None:
         self.state = state
@@ -227,16 +226,30 @@ class Nested:
 class LockBase:
     """Identity, lockdep hook, statistics, the wait loop and introspection."""
 
-    __slots__ = ("__weakref__", "_after", "_cls", "_guard", "_hold", "_key", "_mon", "_nacq",
-                 "_ncont", "_wait", "_waiters", "name")
+    __slots__ = (
+        "__weakref__",
+        "_after",
+        "_cls",
+        "_guard",
+        "_hold",
+        "_key",
+        "_mon",
+        "_nacq",
+        "_ncont",
+        "_wait",
+        "_waiters",
+        "name",
+    )
 
     #: Whether `_nacq` counts every acquisition (the plain Mutex skips it for speed).
     counts_acquisitions = True
 
-    def __init__(self, lock_class: str, name: str | None, monitor: Monitor | None,
-                 subclass: int) -> None:
+    def __init__(
+        self, lock_class: str, name: str | None, monitor: Monitor | None, subclass: int
+    ) -> None:
         if monitor is None:
             from stress.monitor import default_monitor
+
             monitor = default_monitor()
         self._mon = monitor
         self._cls: LockClass = monitor.lock_class(lock_class)
@@ -330,11 +343,14 @@ class LockBase:
         return {
             "name": self.name,
             "class": self._cls.name,
-            "holders": [{"thread": s.name, "mode": m,
-                         "held_s": None if t is None else round(now - t, 4)}
-                        for s, m, t in self.holders()],
-            "waiters": [{"thread": w.state.name, "mode": w.mode,
-                         "waited_s": round(now - w.since, 4)} for w in self.waiters()],
+            "holders": [
+                {"thread": s.name, "mode": m, "held_s": None if t is None else round(now - t, 4)}
+                for s, m, t in self.holders()
+            ],
+            "waiters": [
+                {"thread": w.state.name, "mode": w.mode, "waited_s": round(now - w.since, 4)}
+                for w in self.waiters()
+            ],
             "acquisitions": self._nacq if self.counts_acquisitions else None,
             "contentions": self._ncont,
         }

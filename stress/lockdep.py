@@ -59,9 +59,11 @@ class Edge:
     at_s: float
 
     def describe(self) -> str:
-        return (f"{self.before} -> {self.after}: first taken by {self.thread}, which took "
-                f"{self.taken} while holding {self.held}, at {where(self.stack)} "
-                f"({self.at_s:.3f} s)")
+        return (
+            f"{self.before} -> {self.after}: first taken by {self.thread}, which took "
+            f"{self.taken} while holding {self.held}, at {where(self.stack)} "
+            f"({self.at_s:.3f} s)"
+        )
 
 
 class LockClass:
@@ -122,8 +124,15 @@ class Lockdep:
                 return
             path = [] if key is prev_key else self._path(key, prev_key)
             stack = capture_current(skip=3)
-            prev_key.edges[key] = Edge(prev_key.label, key.label, state.name, held_name,
-                                       lock.name, stack, self.monitor.now_s())
+            prev_key.edges[key] = Edge(
+                prev_key.label,
+                key.label,
+                state.name,
+                held_name,
+                lock.name,
+                stack,
+                self.monitor.now_s(),
+            )
             prev_key.after.add(key)
         if path is not None:
             self.monitor.record(self._verdict(state, held, prev_key, key, lock, path, stack))
@@ -148,22 +157,36 @@ class Lockdep:
                     queue.append(nxt)
         return None
 
-    def _verdict(self, state: ThreadState, held: list[Any], prev_key: LockKey, key: LockKey,
-                 lock: Any, path: list[Edge], stack: list[Frame]) -> Verdict:
+    def _verdict(
+        self,
+        state: ThreadState,
+        held: list[Any],
+        prev_key: LockKey,
+        key: LockKey,
+        lock: Any,
+        path: list[Edge],
+        stack: list[Frame],
+    ) -> Verdict:
         prev_lock = getattr(held[-1], "lock", held[-1])
         held_names = [getattr(e, "lock", e).name for e in held[1:]]
-        new = (f"{state.name} takes {lock.name} ({key.label}) while holding {prev_lock.name} "
-               f"({prev_key.label}) at {where(stack)}")
+        new = (
+            f"{state.name} takes {lock.name} ({key.label}) while holding {prev_lock.name} "
+            f"({prev_key.label}) at {where(stack)}"
+        )
         if not path:
-            summary = (f"possible recursive locking: {state.name} takes {lock.name} while "
-                       f"holding {prev_lock.name}, both of class {key.label}; if this nesting "
-                       f"is intended, take the inner one with acquire_nested()")
+            summary = (
+                f"possible recursive locking: {state.name} takes {lock.name} while "
+                f"holding {prev_lock.name}, both of class {key.label}; if this nesting "
+                f"is intended, take the inner one with acquire_nested()"
+            )
             cycle = f"{key.label} -> {key.label}"
         else:
             order = " -> ".join([path[0].before] + [e.after for e in path])
-            summary = (f"possible deadlock: {state.name} takes {key.label} while holding "
-                       f"{prev_key.label}, but the opposite order {order} was taken before "
-                       f"(first by {path[0].thread})")
+            summary = (
+                f"possible deadlock: {state.name} takes {key.label} while holding "
+                f"{prev_key.label}, but the opposite order {order} was taken before "
+                f"(first by {path[0].thread})"
+            )
             cycle = " -> ".join([prev_key.label] + [e.before for e in path] + [prev_key.label])
         chain = [f"new:      {new}"] + [f"existing: {e.describe()}" for e in path]
         stacks = {state.name: stack}
@@ -177,8 +200,8 @@ class Lockdep:
             source="lockdep",
             threads=list(dict.fromkeys(threads)),
             locks=list(dict.fromkeys(locks)),
-            lock_classes=[prev_key.cls.name, key.cls.name] + [
-                n.split("/")[0] for e in path for n in (e.before, e.after)],
+            lock_classes=[prev_key.cls.name, key.cls.name]
+            + [n.split("/")[0] for e in path for n in (e.before, e.after)],
             chain=chain,
             stacks=stacks,
             evidence={

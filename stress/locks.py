@@ -44,8 +44,15 @@ class Mutex(LockBase):
     #: TimedMutex counts them.
     counts_acquisitions = False
 
-    def __init__(self, lock_class: str = "mutex", name: str | None = None, *,
-                 monitor: Monitor | None = None, fair: bool = True, subclass: int = 0) -> None:
+    def __init__(
+        self,
+        lock_class: str = "mutex",
+        name: str | None = None,
+        *,
+        monitor: Monitor | None = None,
+        fair: bool = True,
+        subclass: int = 0,
+    ) -> None:
         super().__init__(lock_class, name, monitor, subclass)
         self._free = [True]
         #: The watchdog's mark on the hold it saw; every acquisition clears it, so a
@@ -104,8 +111,7 @@ class Mutex(LockBase):
     def locked(self) -> bool:
         return not self._free
 
-    def acquire_nested(self, subclass: int = 1, blocking: bool = True,
-                       timeout: float = -1) -> bool:
+    def acquire_nested(self, subclass: int = 1, blocking: bool = True, timeout: float = -1) -> bool:
         """Take the lock as nesting subclass `subclass` (lockdep's spin_lock_nested)."""
         if timeout != -1:
             check_timeout(blocking, timeout)
@@ -228,8 +234,15 @@ class TimedMutex(Mutex):
 
     counts_acquisitions = True
 
-    def __init__(self, lock_class: str = "mutex", name: str | None = None, *,
-                 monitor: Monitor | None = None, fair: bool = True, subclass: int = 0) -> None:
+    def __init__(
+        self,
+        lock_class: str = "mutex",
+        name: str | None = None,
+        *,
+        monitor: Monitor | None = None,
+        fair: bool = True,
+        subclass: int = 0,
+    ) -> None:
         super().__init__(lock_class, name, monitor=monitor, fair=fair, subclass=subclass)
         self._hold = Histogram()
         self._ring = self._mon.trace_ring
@@ -259,8 +272,7 @@ class TimedMutex(Mutex):
 
     __enter__ = acquire
 
-    def acquire_nested(self, subclass: int = 1, blocking: bool = True,
-                       timeout: float = -1) -> bool:
+    def acquire_nested(self, subclass: int = 1, blocking: bool = True, timeout: float = -1) -> bool:
         if Mutex.acquire_nested(self, subclass, blocking, timeout):
             self._t0 = perf_counter()
             return True

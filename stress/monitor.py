@@ -39,6 +39,7 @@ from stress.threads import (
     capture_current,
     capture_exception,
     current,
+    forget,
     held_list,
     where,
 )
@@ -99,6 +100,11 @@ class Worker:
     def alive(self) -> bool:
         return self.thread.is_alive()
 
+    @property
+    def finished(self) -> bool:
+        """Started and ended (its thread is gone)."""
+        return self._started and not self.thread.is_alive()
+
     def _main(self) -> None:
         state = self.state = current()
         self.mon.adopt(state)
@@ -153,6 +159,10 @@ class Monitor:
         self._stop_reason = ""
         self._states: list[ThreadState] = []
         self._states_lock = threading.Lock()
+        #: Counters of threads that finished and were let go: ops, walks, steps, threads.
+        self._retired = [0, 0, 0, 0]
+        self._nspawned = 0
+        self._prune_at = 0.0
         self._workers: list[Worker] = []
         cap = self.config.trace_events
         self.trace_ring: deque[Record] | None = deque(maxlen=cap) if cap else None
@@ -203,6 +213,7 @@ class Monitor:
         """
         worker = Worker(self, target, args, kwargs, name or f"worker-{len(self._workers)}", tracked)
         self._workers.append(worker)
+        self._nspawned += 1
         if self.running and not self.cancelled:
             worker.start()
         return worker
@@ -421,7 +432,7 @@ class Monitor:
             left = deadline - perf_counter()
             if left <= 0:
                 self.cancel(f"end of budget ({self.config.duration_s:g} s)")
-            elif self._workers and not any(w.alive for w in list(self._workers)):
+            elif self._nspawned and not any(w.alive for w in list(self._workers)):
                 self.cancel("every worker finished")
             else:
                 self._cancel_evt.wait(min(left, _RUN_TICK_S))
@@ -478,11 +489,44 @@ class Monitor:
         if now >= self._status_at:
             self._status_at = now + self.config.status_every_s
             self._status(now)
+        if now >= self._prune_at:
+            self._prune_at = now + 1.0
+            self._prune()
+
+    def _prune(self) -> None:
+        """Let go of threads that finished holding nothing: a long run spawns thousands.
+
+        Their counts move to the retired totals; a thread that died holding a lock stays,
+        as the holder it still is.
+        """
+        with self._states_lock:
+            keep = []
+            for st in self._states:
+                if st.thread.ident is not None and not st.thread.is_alive() and len(st.held) == 1:
+                    self._retired[0] += st.ops
+                    self._retired[1] += st.nwalks
+                    self._retired[2] += st.steps
+                    self._retired[3] += 1
+                else:
+                    keep.append(st)
+            kept = set(map(id, keep))
+            gone = [st for st in self._states if id(st) not in kept]
+            self._states = keep
+        self._workers = [w for w in list(self._workers) if not w.finished]
+        forget(gone)
+
+    def _totals(self) -> tuple[int, int, int, int]:
+        """(ops, walks, walk steps, threads), retired threads included."""
+        with self._states_lock:
+            states = list(self._states)
+            ops, walks, steps, nthreads = self._retired
+        ops += sum(s.ops for s in states)
+        walks += sum(s.nwalks for s in states)
+        steps += sum(s.steps for s in states)
+        return ops, walks, steps, nthreads + len(states)
 
     def _status(self, now: float) -> None:
-        states = self.states()
-        ops = sum(s.ops for s in states)
-        walks = sum(s.nwalks for s in states)
+        ops, walks, steps, _ = self._totals()
         prev_t, prev_ops, prev_walks = self._status_prev
         span = max(now - prev_t, 1e-9)
         self._status_prev = (now, ops, walks)
@@ -496,7 +540,7 @@ class Monitor:
             round((ops - prev_ops) / span, 1),
             walks,
             round((walks - prev_walks) / span, 1),
-            sum(s.steps for s in states),
+            steps,
             sum(kinds.values()),
             kinds,
         )
@@ -527,7 +571,24 @@ class Monitor:
         self._final = self.result()
         if self.report is not None:
             self.report.add_case(self._final)
+        self._release()
         return self._final
+
+    def _release(self) -> None:
+        """After the final result: drop every reference from outside into this run.
+
+        Threads that died holding a lock stay in the process-wide registry for as long
+        as a run needs them as holders; once it has ended, nothing does, and keeping
+        them would keep the whole run (and what its workers touched) alive.
+        """
+        with self._states_lock:
+            states = list(self._states)
+        forget(states)
+        for st in states:
+            if st.monitor is self:
+                st.monitor = None
+            if st.tracked_by is self:
+                st.tracked_by = None
 
     def __enter__(self) -> Monitor:
         return self.start()
@@ -566,9 +627,7 @@ class Monitor:
     def stats(self, now: float | None = None) -> dict[str, Any]:
         now = perf_counter() if now is None else now
         elapsed = max(now - self.t0, 1e-9)
-        states = self.states()
-        ops = sum(s.ops for s in states)
-        walks = sum(s.nwalks for s in states)
+        ops, walks, steps, nthreads = self._totals()
         kinds: dict[str, int] = {}
         for v in self.book.snapshot():
             kinds[v.kind] = kinds.get(v.kind, 0) + v.count
@@ -577,12 +636,12 @@ class Monitor:
         busy = wd.busy_s if wd is not None else 0.0
         return {
             "duration_s": round(elapsed, 4),
-            "threads": len(states),
+            "threads": nthreads,
             "ops": ops,
             "ops_per_s": round(ops / elapsed, 1),
             "walks": walks,
             "walks_per_s": round(walks / elapsed, 1),
-            "walk_steps": sum(s.steps for s in states),
+            "walk_steps": steps,
             "verdicts_by_kind": kinds,
             "watchdog": {
                 "period_s": self.config.poll_s,

@@ -73,20 +73,23 @@ class CaseResult:
         out: dict[str, Any] = {k: self.meta.get(k) for k in META_ORDER if k in self.meta}
         out.setdefault("expected", None)
         out.update({k: v for k, v in self.meta.items() if k not in out})
-        out.update({
-            "case": self.name,
-            "outcome": self.outcome,
-            "first_defect_s": (None if self.first_defect_s is None
-                               else round(self.first_defect_s, 4)),
-            "duration_s": round(self.duration_s, 4),
-            "cancel_reason": self.cancel_reason,
-            "verdicts": [v.to_dict() for v in self.verdicts],
-            "after_cancel": [v.to_dict() for v in self.late],
-            "stats": self.stats,
-            "stuck_threads": list(self.stuck),
-            "stuck": list(self.stuck_detail),
-            "errors": list(self.errors),
-        })
+        out.update(
+            {
+                "case": self.name,
+                "outcome": self.outcome,
+                "first_defect_s": (
+                    None if self.first_defect_s is None else round(self.first_defect_s, 4)
+                ),
+                "duration_s": round(self.duration_s, 4),
+                "cancel_reason": self.cancel_reason,
+                "verdicts": [v.to_dict() for v in self.verdicts],
+                "after_cancel": [v.to_dict() for v in self.late],
+                "stats": self.stats,
+                "stuck_threads": list(self.stuck),
+                "stuck": list(self.stuck_detail),
+                "errors": list(self.errors),
+            }
+        )
         return out
 
     def headline(self) -> str:
@@ -122,12 +125,16 @@ def _case_text(index: int, total: int, case: CaseResult) -> list[str]:
     if "replay" in case.meta:
         lines.append(f"Run it again: {case.meta['replay']}")
     lines.append(f"Ran {case.duration_s:.2f} s; stopped because: {case.cancel_reason or 'n/a'}")
-    lines.append(f"Work done: {st.get('ops', 0):,} operations ({st.get('ops_per_s', 0):,.0f}/s), "
-                 f"{st.get('walks', 0):,} walks ({st.get('walks_per_s', 0):,.0f}/s), "
-                 f"{st.get('walk_steps', 0):,} walk steps")
+    lines.append(
+        f"Work done: {st.get('ops', 0):,} operations ({st.get('ops_per_s', 0):,.0f}/s), "
+        f"{st.get('walks', 0):,} walks ({st.get('walks_per_s', 0):,.0f}/s), "
+        f"{st.get('walk_steps', 0):,} walk steps"
+    )
     if case.stuck:
-        lines.append(f"EMERGENCY EXIT: these threads did not stop after cancellation: "
-                     f"{', '.join(case.stuck)}")
+        lines.append(
+            f"EMERGENCY EXIT: these threads did not stop after cancellation: "
+            f"{', '.join(case.stuck)}"
+        )
         for detail in case.stuck_detail:
             lines.append(f"  {detail['doing']}")
             frames = [Frame(**f) for f in detail["stack"]]
@@ -146,8 +153,10 @@ def _case_text(index: int, total: int, case: CaseResult) -> list[str]:
         lines.append("No verdicts: nothing hung, nothing was reported.")
     if case.late:
         lines.append("")
-        lines.append(f"After cancellation (not counted; likely consequences of stopping "
-                     f"workers half-way), {len(case.late)}:")
+        lines.append(
+            f"After cancellation (not counted; likely consequences of stopping "
+            f"workers half-way), {len(case.late)}:"
+        )
         lines += [f"  {v.kind}: {v.summary}" for v in case.late]
     lines += _lock_table(st.get("lock_classes", {}))
     return lines
@@ -156,19 +165,27 @@ def _case_text(index: int, total: int, case: CaseResult) -> list[str]:
 def _lock_table(classes: dict[str, dict[str, Any]]) -> list[str]:
     if not classes:
         return []
-    lines = ["", "Locks (per class; wait and hold as p50/p99/max; '-' where not measured: "
-             "acquisitions and holds need timing on):",
-             f"  {'class':<20}{'locks':>7}{'acquired':>12}{'contended':>11}"
-             f"{'wait':>22}{'hold':>22}{'longest seen':>14}"]
+    lines = [
+        "",
+        "Locks (per class; wait and hold as p50/p99/max; '-' where not measured: "
+        "acquisitions and holds need timing on):",
+        f"  {'class':<20}{'locks':>7}{'acquired':>12}{'contended':>11}"
+        f"{'wait':>22}{'hold':>22}{'longest seen':>14}",
+    ]
     for name, c in sorted(classes.items()):
         w, h = c["wait"], c["hold"]
         wait = "/".join(_us(w[k]) for k in ("p50_us", "p99_us", "max_us")) if w["count"] else "-"
         hold = "/".join(_us(h[k]) for k in ("p50_us", "p99_us", "max_us")) if h["count"] else "-"
         acquired = "-" if c["acquisitions"] is None else f"{c['acquisitions']:,}"
-        contended = f"{c['contentions']:,}" if c["contention_pct"] is None else \
-            f"{c['contention_pct']:.1f}%"
-        lines.append(f"  {name:<20}{c['instances']:>7,}{acquired:>12}{contended:>11}"
-                     f"{wait:>22}{hold:>22}{c['longest_hold_seen_s']:>12.3f} s")
+        contended = (
+            f"{c['contentions']:,}"
+            if c["contention_pct"] is None
+            else f"{c['contention_pct']:.1f}%"
+        )
+        lines.append(
+            f"  {name:<20}{c['instances']:>7,}{acquired:>12}{contended:>11}"
+            f"{wait:>22}{hold:>22}{c['longest_hold_seen_s']:>12.3f} s"
+        )
     return lines
 
 
@@ -187,18 +204,25 @@ def open_records(states: list[ThreadState], monitor: Any, now: float) -> list[Re
             if since is not None:
                 out.append(("L", state.tid, lock.name, lock.lock_class.name, since, now, True))
         for walk in list(state.walks):
-            out.append(("W", state.tid, walk.kind, walk.subject, walk.t0, now, walk.n,
-                        walk.bound, "open"))
+            out.append(
+                ("W", state.tid, walk.kind, walk.subject, walk.t0, now, walk.n, walk.bound, "open")
+            )
     return out
 
 
-def chrome_events(records: list[Record], *, pid: int, base: float, process: str,
-                  threads: dict[int, str]) -> list[dict[str, Any]]:
+def chrome_events(
+    records: list[Record], *, pid: int, base: float, process: str, threads: dict[int, str]
+) -> list[dict[str, Any]]:
     """Trace events of one case (one Perfetto process), timestamps in us from `base`."""
     events: list[dict[str, Any]] = [
         {"name": "process_name", "ph": "M", "pid": pid, "tid": 0, "args": {"name": process}},
-        {"name": "process_sort_index", "ph": "M", "pid": pid, "tid": 0,
-         "args": {"sort_index": pid}},
+        {
+            "name": "process_sort_index",
+            "ph": "M",
+            "pid": pid,
+            "tid": 0,
+            "args": {"sort_index": pid},
+        },
     ]
     used: set[int] = set()
     body: list[dict[str, Any]] = []
@@ -206,28 +230,64 @@ def chrome_events(records: list[Record], *, pid: int, base: float, process: str,
         tag, tid = rec[0], rec[1]
         used.add(tid)
         if tag == "L":
-            body.append(_complete(rec[2], "lock", pid, tid, rec[4], rec[5], base,
-                                  {"class": rec[3], **({"open": True} if len(rec) > 6 else {})}))
+            body.append(
+                _complete(
+                    rec[2],
+                    "lock",
+                    pid,
+                    tid,
+                    rec[4],
+                    rec[5],
+                    base,
+                    {"class": rec[3], **({"open": True} if len(rec) > 6 else {})},
+                )
+            )
         elif tag == "W":
             args: dict[str, Any] = {"subject": rec[3], "steps": rec[6], "bound": rec[7]}
             if rec[8] is not None:
                 args["ended"] = rec[8]  # "open" (still walking) or the exception that ended it
             body.append(_complete(f"walk {rec[2]}", "walk", pid, tid, rec[4], rec[5], base, args))
         elif tag == "V":
-            body.append({"name": rec[2], "cat": "verdict", "ph": "i", "s": "p", "pid": pid,
-                         "tid": tid, "ts": _micros(rec[4] - base), "args": {"summary": rec[3]}})
+            body.append(
+                {
+                    "name": rec[2],
+                    "cat": "verdict",
+                    "ph": "i",
+                    "s": "p",
+                    "pid": pid,
+                    "tid": tid,
+                    "ts": _micros(rec[4] - base),
+                    "args": {"summary": rec[3]},
+                }
+            )
     # Parents before children at equal start times, so holds nest as taken.
     body.sort(key=lambda e: (e["ts"], -e.get("dur", 0)))
     for tid in sorted(used):
-        events.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": tid,
-                       "args": {"name": threads.get(tid, f"thread-{tid}")}})
+        events.append(
+            {
+                "name": "thread_name",
+                "ph": "M",
+                "pid": pid,
+                "tid": tid,
+                "args": {"name": threads.get(tid, f"thread-{tid}")},
+            }
+        )
     return events + body
 
 
-def _complete(name: str, cat: str, pid: int, tid: int, t0: float, t1: float, base: float,
-              args: dict[str, Any]) -> dict[str, Any]:
-    return {"name": name, "cat": cat, "ph": "X", "pid": pid, "tid": tid,
-            "ts": _micros(t0 - base), "dur": max(_micros(t1 - t0), 0.0), "args": args}
+def _complete(
+    name: str, cat: str, pid: int, tid: int, t0: float, t1: float, base: float, args: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "cat": cat,
+        "ph": "X",
+        "pid": pid,
+        "tid": tid,
+        "ts": _micros(t0 - base),
+        "dur": max(_micros(t1 - t0), 0.0),
+        "args": args,
+    }
 
 
 def _micros(seconds: float) -> float:
@@ -235,8 +295,9 @@ def _micros(seconds: float) -> float:
 
 
 def render_trace(events: list[dict[str, Any]], meta: dict[str, Any]) -> str:
-    return json.dumps({"traceEvents": events, "displayTimeUnit": "ms", "otherData": meta},
-                      separators=(",", ":"))
+    return json.dumps(
+        {"traceEvents": events, "displayTimeUnit": "ms", "otherData": meta}, separators=(",", ":")
+    )
 
 
 # -- the run folder ---------------------------------------------------------------------
@@ -253,8 +314,7 @@ def _us(value: float) -> str:
 class RunReport:
     """A run folder and the writers that fill it; collects the cases of one run."""
 
-    def __init__(self, folder: str | Path, *, scenario: str = "adhoc",
-                 events: bool = True) -> None:
+    def __init__(self, folder: str | Path, *, scenario: str = "adhoc", events: bool = True) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.scenario = scenario
@@ -264,7 +324,10 @@ class RunReport:
         if events:
             token = self._token
             self._sink = logger.add(
-                self.folder / "events.jsonl", level=LEVEL, serialize=True, buffering=1,
+                self.folder / "events.jsonl",
+                level=LEVEL,
+                serialize=True,
+                buffering=1,
                 filter=lambda record: record["extra"].get("stress_run") == token,
             )
 
@@ -280,19 +343,29 @@ class RunReport:
 
     def add_case(self, case: CaseResult) -> None:
         self.cases.append(case)
-        self.event("case", case.headline(), case=case.name, outcome=case.outcome,
-                   verdicts=len(case.verdicts))
+        self.event(
+            "case",
+            case.headline(),
+            case=case.name,
+            outcome=case.outcome,
+            verdicts=len(case.verdicts),
+        )
 
     def write(self) -> None:
         """Write report.json, report.txt and trace.json for the cases so far."""
-        (self.folder / "report.json").write_text(render_json(self.scenario, self.cases),
-                                                 encoding="utf-8")
-        (self.folder / "report.txt").write_text(render_text(self.scenario, self.cases),
-                                                encoding="utf-8")
+        (self.folder / "report.json").write_text(
+            render_json(self.scenario, self.cases), encoding="utf-8"
+        )
+        (self.folder / "report.txt").write_text(
+            render_text(self.scenario, self.cases), encoding="utf-8"
+        )
         (self.folder / "trace.json").write_text(
-            render_trace(self.trace_events(self.cases),
-                         {"scenario": self.scenario, "cases": [c.name for c in self.cases]}),
-            encoding="utf-8")
+            render_trace(
+                self.trace_events(self.cases),
+                {"scenario": self.scenario, "cases": [c.name for c in self.cases]},
+            ),
+            encoding="utf-8",
+        )
 
     def trace_events(self, cases: list[CaseResult]) -> list[dict[str, Any]]:
         """Every case's trace events, one Perfetto process (pid) per case."""
@@ -308,9 +381,11 @@ class RunReport:
     def rendered(self, current: CaseResult | None) -> dict[str, str]:
         """File contents for the emergency path: pure strings, no I/O, most important first."""
         cases = self.cases + ([current] if current is not None else [])
-        return {"report.txt": render_text(self.scenario, cases),
-                "report.json": render_json(self.scenario, cases),
-                "trace.json": render_trace(self.trace_events(cases), {"scenario": self.scenario})}
+        return {
+            "report.txt": render_text(self.scenario, cases),
+            "report.json": render_json(self.scenario, cases),
+            "trace.json": render_trace(self.trace_events(cases), {"scenario": self.scenario}),
+        }
 
     def close(self) -> None:
         if self._sink is not None:

@@ -33,8 +33,14 @@ class RWSem(LockBase):
 
     kind = "rwsem"
 
-    def __init__(self, lock_class: str = "rwsem", name: str | None = None, *,
-                 monitor: Monitor | None = None, subclass: int = 0) -> None:
+    def __init__(
+        self,
+        lock_class: str = "rwsem",
+        name: str | None = None,
+        *,
+        monitor: Monitor | None = None,
+        subclass: int = 0,
+    ) -> None:
         super().__init__(lock_class, name, monitor, subclass)
         #: reader -> [read depth, perf_counter time of its outermost read]
         self._readers: dict[ThreadState, list[Any]] = {}
@@ -90,8 +96,9 @@ class RWSem(LockBase):
         state: ThreadState = held[0]
         writer = self._writer
         reading = state in self._readers
-        if blocking and ((writer is not None and writer[0] is state)
-                         or (reading and mode == "write")):
+        if blocking and (
+            (writer is not None and writer[0] is state) or (reading and mode == "write")
+        ):
             return self._self_deadlock(state, mode)
         key = key or self._key
         entry = self if key is self._key else Nested(self, key)
@@ -207,7 +214,8 @@ class RWSem(LockBase):
         # A reader is kept out by a writer, not by other readers; and anyone queued
         # ahead goes first (FIFO), so a reader queued behind a writer waits for it.
         out: list[tuple[ThreadState, str, float | None]] = [
-            (s, m, t) for s, m, t in self.holders() if waiter.mode == "write" or m == "write"]
+            (s, m, t) for s, m, t in self.holders() if waiter.mode == "write" or m == "write"
+        ]
         for earlier in list(self._waiters):
             if earlier is waiter:
                 break

@@ -14,6 +14,7 @@ over), and each read is of one attribute, which the GIL makes atomic.
 from __future__ import annotations
 
 import _thread
+import gc
 import itertools
 import os
 import sys
@@ -195,9 +196,32 @@ def capture_exception(exc: BaseException, skip: int = 1) -> list[Frame]:
     return outer + inner
 
 
+def current_frames() -> dict[int, FrameType]:
+    """sys._current_frames(), with the garbage collector held off meanwhile.
+
+    On CPython 3.11 a collection that runs inside _current_frames() (a weakref callback
+    giving up the GIL) can deadlock against a thread being started (gh-106883).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return sys._current_frames()
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def forget(states: list[ThreadState]) -> None:
+    """Drop dead threads from the registry (a finished run no longer needs them)."""
+    with _registry_lock:
+        for state in states:
+            if not state.thread.is_alive() and _registry.get(state.tid) is state:
+                del _registry[state.tid]
+
+
 def capture_threads(idents: list[int]) -> dict[int, list[Frame]]:
     """Stacks of the given threads, taken now."""
-    frames = sys._current_frames()
+    frames = current_frames()
     return {ident: capture(frames.get(ident)) for ident in idents}
 
 

@@ -83,10 +83,13 @@ class Verdict:
 
     def text(self) -> list[str]:
         """The verdict as report.txt prints it, for someone who never saw the code."""
-        repeat = f", seen {self.count} times (last at {self.last_at_s:.3f} s)" if self.count > 1 \
-            else ""
-        lines = [f"{self.kind.upper()} at {self.at_s:.3f} s{repeat} [{self.source}]",
-                 f"  {self.summary}"]
+        repeat = (
+            f", seen {self.count} times (last at {self.last_at_s:.3f} s)" if self.count > 1 else ""
+        )
+        lines = [
+            f"{self.kind.upper()} at {self.at_s:.3f} s{repeat} [{self.source}]",
+            f"  {self.summary}",
+        ]
         if self.chain:
             lines.append("  Who waits for whom:")
             lines += [f"    {line}" for line in self.chain]

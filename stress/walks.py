@@ -31,11 +31,23 @@ _NEVER = sys.maxsize
 class Walk:
     """One list walk in progress; use as `with mon.walk(...) as w: ... w.step()`."""
 
-    __slots__ = ("_mon", "bound", "cycle_nodes", "kind", "limit", "lock", "n", "reported",
-                 "state", "subject", "t0")
+    __slots__ = (
+        "_mon",
+        "bound",
+        "cycle_nodes",
+        "kind",
+        "limit",
+        "lock",
+        "n",
+        "reported",
+        "state",
+        "subject",
+        "t0",
+    )
 
-    def __init__(self, mon: Monitor, kind: str, subject: str, lock: Any | None,
-                 bound: int | None) -> None:
+    def __init__(
+        self, mon: Monitor, kind: str, subject: str, lock: Any | None, bound: int | None
+    ) -> None:
         if bound is not None and bound < 0:
             raise ValueError(f"walk bound must be >= 0, got {bound}")
         self._mon = mon

@@ -19,7 +19,6 @@ one episode, recorded once; its chain and counts are refreshed while it lasts.
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections import deque
 from collections.abc import Hashable
@@ -30,7 +29,7 @@ from stress import diagnosis
 from stress.diagnosis import Snapshot, waiting_on
 from stress.lockcore import Waiter
 from stress.rwsem import RWSem
-from stress.threads import ThreadState, all_threads
+from stress.threads import ThreadState, all_threads, current_frames
 
 if TYPE_CHECKING:
     from stress.monitor import Monitor
@@ -71,8 +70,9 @@ class Watchdog:
 
     def start(self) -> None:
         self._last_poll = perf_counter()
-        self._thread = threading.Thread(target=self._run, name=f"stress-watchdog[{self.mon.name}]",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"stress-watchdog[{self.mon.name}]", daemon=True
+        )
         self._thread.start()
 
     def stop(self, timeout: float = 2.0) -> bool:
@@ -98,15 +98,18 @@ class Watchdog:
 
     def frozen(self, now: float) -> dict[ThreadState, float]:
         """Seconds since each watched thread was last seen running Python code."""
-        return {s: now - sample.last_move for s, sample in list(self._samples.items())
-                if now - sample.last_move >= 2 * self.period}
+        return {
+            s: now - sample.last_move
+            for s, sample in list(self._samples.items())
+            if now - sample.last_move >= 2 * self.period
+        }
 
     # -- one poll ----------------------------------------------------------------------
 
     def poll(self, now: float) -> None:
         mon = self.mon
         states = self._states()
-        snap = Snapshot(now, mon.t0, sys._current_frames())
+        snap = Snapshot(now, mon.t0, current_frames())
         self._sample(states, snap)
         holds = self._scan_holds(states, now)
         if mon.cancelled:
@@ -116,8 +119,9 @@ class Watchdog:
         holders: dict[int, list[ThreadState]] = {}
         for lock, holder, _ in holds:
             holders.setdefault(id(lock), []).append(holder)
-        waiting = {s: w for s in states
-                   if (w := waiting_on(s)) is not None and w.lock.monitor is mon}
+        waiting = {
+            s: w for s in states if (w := waiting_on(s)) is not None and w.lock.monitor is mon
+        }
         seen: set[Hashable] = set()
         ex_threads: set[ThreadState] = set()
         ex_locks: set[int] = set()
@@ -141,7 +145,8 @@ class Watchdog:
         known = set(out)
         for state in all_threads():
             if state not in known and any(
-                    getattr(getattr(e, "lock", e), "monitor", None) is mon for e in state.held[1:]):
+                getattr(getattr(e, "lock", e), "monitor", None) is mon for e in state.held[1:]
+            ):
                 out.append(state)
         return out
 
@@ -153,11 +158,13 @@ class Watchdog:
             fresh[state] = sample
             frame = snap.frames.get(state.ident)
             pos = None if frame is None else (id(frame), frame.f_lasti)
-            activity = (state.nslow, state.steps + sum(w.n for w in list(state.walks)),
-                        state.nwalks)
+            activity = (
+                state.nslow,
+                state.steps + sum(w.n for w in list(state.walks)),
+                state.nwalks,
+            )
             # A blocked waiter's frame moves with its timed wake-ups: that is not work.
-            moved = waiting_on(state) is None and (pos != sample.pos or
-                                                   activity != sample.activity)
+            moved = waiting_on(state) is None and (pos != sample.pos or activity != sample.activity)
             sample.pos, sample.activity = pos, activity
             if moved:
                 sample.last_move = now
@@ -169,8 +176,9 @@ class Watchdog:
                 snap.frozen[state] = frozen
         self._samples = fresh
 
-    def _scan_holds(self, states: list[ThreadState],
-                    now: float) -> list[tuple[Any, ThreadState, float]]:
+    def _scan_holds(
+        self, states: list[ThreadState], now: float
+    ) -> list[tuple[Any, ThreadState, float]]:
         mon = self.mon
         holds: list[tuple[Any, ThreadState, float]] = []
         for state in states:
@@ -198,8 +206,14 @@ class Watchdog:
 
     # -- checks, most specific first ---------------------------------------------------
 
-    def _list_loops(self, states: list[ThreadState], snap: Snapshot, seen: set[Hashable],
-                    ex_threads: set[ThreadState], ex_locks: set[int]) -> None:
+    def _list_loops(
+        self,
+        states: list[ThreadState],
+        snap: Snapshot,
+        seen: set[Hashable],
+        ex_threads: set[ThreadState],
+        ex_locks: set[int],
+    ) -> None:
         walk_s = self.mon.config.walk_s
         steps: dict[int, int] = {}
         for state in states:
@@ -212,8 +226,9 @@ class Watchdog:
                 ex_locks.update(id(x) for x in state.held_locks())
                 if walk.lock is not None:
                     ex_locks.add(id(walk.lock))
-                self._record_or_refresh(walk.episode, snap,
-                                        lambda w=walk: diagnosis.list_loop(w, snap, "watchdog"))
+                self._record_or_refresh(
+                    walk.episode, snap, lambda w=walk: diagnosis.list_loop(w, snap, "watchdog")
+                )
         self._walk_steps = steps
 
     def _looping(self, walk: Walk, now: float, walk_s: float) -> bool:
@@ -222,8 +237,14 @@ class Watchdog:
         before = self._walk_steps.get(id(walk))
         return now - walk.t0 > walk_s and before is not None and walk.n > before
 
-    def _deadlocks(self, waiting: dict[ThreadState, Waiter], snap: Snapshot,
-                   seen: set[Hashable], ex_threads: set[ThreadState], ex_locks: set[int]) -> None:
+    def _deadlocks(
+        self,
+        waiting: dict[ThreadState, Waiter],
+        snap: Snapshot,
+        seen: set[Hashable],
+        ex_threads: set[ThreadState],
+        ex_locks: set[int],
+    ) -> None:
         edges = {s: [b for b, _, _ in w.lock.blockers(w)] for s, w in waiting.items()}
         for cycle in _cycles(edges):
             waiters = [waiting[s] for s in cycle]
@@ -250,8 +271,13 @@ class Watchdog:
                 return False
         return True
 
-    def _victims(self, waiting: dict[ThreadState, Waiter], holders: dict[int, list[ThreadState]],
-                 ex_threads: set[ThreadState], ex_locks: set[int]) -> None:
+    def _victims(
+        self,
+        waiting: dict[ThreadState, Waiter],
+        holders: dict[int, list[ThreadState]],
+        ex_threads: set[ThreadState],
+        ex_locks: set[int],
+    ) -> None:
         """Everyone waiting, directly or not, on an explained thread or lock is explained."""
         changed = True
         while changed:
@@ -260,13 +286,20 @@ class Watchdog:
                 if state in ex_threads:
                     continue
                 if id(waiter.lock) in ex_locks or any(
-                        h in ex_threads for h in holders.get(id(waiter.lock), [])):
+                    h in ex_threads for h in holders.get(id(waiter.lock), [])
+                ):
                     ex_threads.add(state)
                     ex_locks.update(id(x) for x in state.held_locks())
                     changed = True
 
-    def _long_holds(self, holds: list[tuple[Any, ThreadState, float]], snap: Snapshot,
-                    seen: set[Hashable], ex_threads: set[ThreadState], ex_locks: set[int]) -> None:
+    def _long_holds(
+        self,
+        holds: list[tuple[Any, ThreadState, float]],
+        snap: Snapshot,
+        seen: set[Hashable],
+        ex_threads: set[ThreadState],
+        ex_locks: set[int],
+    ) -> None:
         for lock, holder, since in holds:
             held_s = snap.now - since
             stats = lock.lock_class.stats
@@ -281,10 +314,16 @@ class Watchdog:
             ex_threads.add(holder)
             ex_locks.add(id(lock))
             self._record_or_refresh(
-                key, snap, lambda x=lock, h=holder, t=since: diagnosis.long_hold(x, h, t, snap))
+                key, snap, lambda x=lock, h=holder, t=since: diagnosis.long_hold(x, h, t, snap)
+            )
 
-    def _starvation(self, waiting: dict[ThreadState, Waiter], snap: Snapshot,
-                    seen: set[Hashable], ex_threads: set[ThreadState]) -> None:
+    def _starvation(
+        self,
+        waiting: dict[ThreadState, Waiter],
+        snap: Snapshot,
+        seen: set[Hashable],
+        ex_threads: set[ThreadState],
+    ) -> None:
         cfg = self.mon.config
         for state, waiter in waiting.items():
             if state in ex_threads:
@@ -297,8 +336,13 @@ class Watchdog:
             ex_threads.add(state)
             self._record_or_refresh(key, snap, lambda w=waiter: diagnosis.starvation(w, snap))
 
-    def _no_progress(self, states: list[ThreadState], snap: Snapshot, seen: set[Hashable],
-                     ex_threads: set[ThreadState]) -> None:
+    def _no_progress(
+        self,
+        states: list[ThreadState],
+        snap: Snapshot,
+        seen: set[Hashable],
+        ex_threads: set[ThreadState],
+    ) -> None:
         mon = self.mon
         limit = mon.config.verdict_s
         busy: dict[ThreadState, float] = {}
@@ -358,7 +402,7 @@ def _cycles(edges: dict[ThreadState, list[ThreadState]]) -> list[list[ThreadStat
             if nxt not in edges:
                 continue  # not waiting: no cycle goes through it
             if nxt in index:
-                cycle = stack[index[nxt]:]
+                cycle = stack[index[nxt] :]
                 found.setdefault(frozenset(cycle), list(cycle))
             elif nxt not in done:
                 visit(nxt)

@@ -233,3 +233,14 @@ def test_memory_rejects_bad_parameters() -> None:
 
 def test_structure_sizes_match_x86_64() -> None:
     assert (AnonVma.SIZE, AnonVmaChain.SIZE, VmArea.SIZE) == (24, 48, 176)
+
+
+def test_kasan_quarantine_is_bounded_and_then_reuses_the_oldest() -> None:
+    k = kernel("kasan", quarantine_bytes=4 * 48)  # room for four anon_vma_chains
+    objs = [k.mem.alloc(k.anon_vma_chain_cachep) for _ in range(6)]
+    for o in objs:
+        k.mem.free(o)
+    with pytest.raises(UseAfterFree):
+        objs[-1].vma  # noqa: B018 - still quarantined: caught
+    again = {id(k.mem.alloc(k.anon_vma_chain_cachep)) for _ in range(2)}
+    assert again == {id(objs[0]), id(objs[1])}  # the two oldest left the quarantine

@@ -23,16 +23,21 @@ def test_defaults_are_consistent() -> None:
         ({"hold_s": 2.0}, "hold_s", "verdict_s"),
         ({"hold_budgets": {"anon_vma": 0.1}}, "walk_s", "hold_budgets['anon_vma']"),
         ({"hold_budgets": {"mmap_sem": 5.0}}, "hold_budgets['mmap_sem']", "verdict_s"),
-        ({"duration_s": 0.5, "grace_s": 0.5, "verdict_s": 1.5}, "verdict_s",
-         "duration_s + grace_s"),
-        ({"duration_s": 10, "test_timeout_s": 12}, "duration_s + grace_s + backstop_s",
-         "test_timeout_s"),
+        (
+            {"duration_s": 0.5, "grace_s": 0.5, "verdict_s": 1.5},
+            "verdict_s",
+            "duration_s + grace_s",
+        ),
+        (
+            {"duration_s": 10, "test_timeout_s": 12},
+            "duration_s + grace_s + backstop_s",
+            "test_timeout_s",
+        ),
         ({"test_timeout_s": 60, "job_limit_s": 30}, "test_timeout_s", "job_limit_s"),
         ({"job_limit_s": 10}, "duration_s + grace_s + backstop_s", "job_limit_s"),
     ],
 )
-def test_each_rung_names_the_two_settings(changes: dict[str, object], low: str,
-                                          high: str) -> None:
+def test_each_rung_names_the_two_settings(changes: dict[str, object], low: str, high: str) -> None:
     with pytest.raises(LadderError) as err:
         Config().replace(**changes)
     assert err.value.settings == (low, high)

@@ -20,19 +20,27 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(60)
 
 
-def run_child(tmp_path: Path, body: str, limit: float) -> tuple[subprocess.CompletedProcess[str],
-                                                                float]:
+def run_child(
+    tmp_path: Path, body: str, limit: float
+) -> tuple[subprocess.CompletedProcess[str], float]:
     script = tmp_path / "child.py"
     script.write_text(textwrap.dedent(body))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "run")], env=env,
-                          capture_output=True, text=True, timeout=limit)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "run")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=limit,
+    )
     return proc, time.monotonic() - start
 
 
 def test_worker_stuck_in_c_ends_in_the_emergency_exit(tmp_path: Path) -> None:
-    proc, elapsed = run_child(tmp_path, """
+    proc, elapsed = run_child(
+        tmp_path,
+        """
         import sys, time
         from stress import Config, Monitor
 
@@ -55,7 +63,9 @@ def test_worker_stuck_in_c_ends_in_the_emergency_exit(tmp_path: Path) -> None:
         mon.spawn(waiter, name="waiter", tracked=False)
         mon.run()
         print("not reached")
-    """, limit=30)
+    """,
+        limit=30,
+    )
     folder = tmp_path / "run"
     assert proc.returncode == EXIT_EMERGENCY, proc.stderr
     assert "not reached" not in proc.stdout
@@ -75,7 +85,9 @@ def test_worker_stuck_in_c_ends_in_the_emergency_exit(tmp_path: Path) -> None:
 
 
 def test_backstop_fires_when_nothing_can_take_the_gil(tmp_path: Path) -> None:
-    proc, elapsed = run_child(tmp_path, """
+    proc, elapsed = run_child(
+        tmp_path,
+        """
         import re, sys
         from stress import Config, Monitor
 
@@ -90,7 +102,9 @@ def test_backstop_fires_when_nothing_can_take_the_gil(tmp_path: Path) -> None:
         mon.spawn(hog, name="hog", tracked=False)
         mon.run()
         print("not reached")
-    """, limit=30)
+    """,
+        limit=30,
+    )
     assert proc.returncode == EXIT_BACKSTOP, proc.stderr
     assert elapsed < 0.6 + 0.3 + 0.5 + 3.0
     stacks = (tmp_path / "run" / "backstop-stacks.txt").read_text()
@@ -98,8 +112,15 @@ def test_backstop_fires_when_nothing_can_take_the_gil(tmp_path: Path) -> None:
 
 
 def test_on_stuck_raise_writes_the_report_and_raises(tmp_path: Path) -> None:
-    cfg = Config(poll_s=0.02, walk_s=0.1, hold_s=0.2, verdict_s=0.5, duration_s=0.3,
-                 grace_s=0.3, on_stuck="raise")
+    cfg = Config(
+        poll_s=0.02,
+        walk_s=0.1,
+        hold_s=0.2,
+        verdict_s=0.5,
+        duration_s=0.3,
+        grace_s=0.3,
+        on_stuck="raise",
+    )
     mon = Monitor(cfg, name="raise", emergency_dir=tmp_path)
     release = threading.Event()
     worker = mon.spawn(lambda: release.wait(10), name="deaf", tracked=False)

@@ -51,8 +51,9 @@ def test_abba_inversion_is_reported_without_any_deadlock(thread: Any) -> None:
     mon.stop()
 
 
-def test_inversion_is_named_before_the_deadlock_it_causes(monitor_factory: Any,
-                                                         fast: Config) -> None:
+def test_inversion_is_named_before_the_deadlock_it_causes(
+    monitor_factory: Any, fast: Config
+) -> None:
     mon = monitor_factory(fast.replace(stop_on=frozenset({"deadlock"})), name="abba")
     a = mon.mutex("alpha", "alpha#1")
     b = mon.mutex("beta", "beta#1")
@@ -92,8 +93,9 @@ def test_nesting_two_locks_of_one_class_needs_the_annotation() -> None:
         pass
     verdicts = _order_verdicts(mon)
     assert len(verdicts) == 1
-    assert verdicts[0].summary.startswith("possible recursive locking: MainThread takes "
-                                          "anon_vma#2 while holding anon_vma#1")
+    assert verdicts[0].summary.startswith(
+        "possible recursive locking: MainThread takes anon_vma#2 while holding anon_vma#1"
+    )
     assert "acquire_nested()" in verdicts[0].summary
     # A lock made in a subclass nests under its class without annotation.
     inner = mon.mutex("anon_vma", "anon_vma#3", subclass=2)

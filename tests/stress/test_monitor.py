@@ -338,3 +338,45 @@ def test_report_defect_with_an_exception_proves_it_with_the_raise_site(
     (stack,) = verdict.stacks.values()
     assert stack[-1].func == "deep_model_function"
     assert "deep_model_function" in verdict.chain[0]
+
+
+@pytest.mark.timeout(30)
+def test_a_finished_run_is_let_go_even_if_a_thread_died_holding_a_lock(fast: Config) -> None:
+    """A worker that oopses keeps its lock (like the kernel); the run must still be freed."""
+    import gc
+    import weakref
+
+    def one_run() -> weakref.ref[Monitor]:
+        mon = Monitor(fast.replace(duration_s=0.5))
+        lock = mon.mutex("anon_vma", "anon_vma#1")
+
+        def dies_holding() -> None:
+            lock.acquire()
+            raise Cancelled("stop here, lock held")
+
+        mon.spawn(dies_holding, name="oops")
+        mon.run()
+        return weakref.ref(mon)
+
+    ref = one_run()
+    gc.collect()
+    assert ref() is None
+
+
+@pytest.mark.timeout(30)
+def test_short_lived_threads_are_pruned_and_still_counted(fast: Config) -> None:
+    mon = Monitor(fast.replace(duration_s=2.5))
+
+    def child() -> None:
+        mon.progress()
+
+    def spawner() -> None:
+        while True:
+            mon.spawn(child, name="child")
+            mon.pause(0.005)
+
+    mon.spawn(spawner, name="spawner", tracked=False)
+    result = mon.run()
+    assert result.stats["threads"] > 100  # every child counted ...
+    assert result.stats["ops"] >= result.stats["threads"] - 2
+    assert len(mon.states()) < result.stats["threads"] / 4  # ... but few are still kept

@@ -20,9 +20,17 @@ class Node:
 
 
 def _clean_case(cfg: Config, report: RunReport) -> None:
-    mon = Monitor(cfg.replace(duration_s=0.5), name="case-clean", report=report,
-                  meta={"variant": "2.6.34", "seed": 1, "expected": "clean",
-                        "replay": "demo --variant 2.6.34 --seed 1"})
+    mon = Monitor(
+        cfg.replace(duration_s=0.5),
+        name="case-clean",
+        report=report,
+        meta={
+            "variant": "2.6.34",
+            "seed": 1,
+            "expected": "clean",
+            "replay": "demo --variant 2.6.34 --seed 1",
+        },
+    )
     lock = mon.spinlock("anon_vma", "anon_vma#1")
 
     def worker() -> None:
@@ -37,9 +45,18 @@ def _clean_case(cfg: Config, report: RunReport) -> None:
 
 
 def _loop_case(cfg: Config, report: RunReport) -> None:
-    mon = Monitor(cfg.replace(linger_s=0.1), name="case-loop", report=report,
-                  meta={"variant": "rik-v2-dst", "seed": 7, "expected": "defect",
-                        "replay": "demo --variant rik-v2-dst --seed 7", "memory": "reuse"})
+    mon = Monitor(
+        cfg.replace(linger_s=0.1),
+        name="case-loop",
+        report=report,
+        meta={
+            "variant": "rik-v2-dst",
+            "seed": 7,
+            "expected": "defect",
+            "replay": "demo --variant rik-v2-dst --seed 7",
+            "memory": "reuse",
+        },
+    )
     lock = mon.spinlock("anon_vma", "anon_vma#17")
     head, a, b = Node(), Node(), Node()
     head.next, a.next, b.next = a, b, a
@@ -65,8 +82,15 @@ def _loop_case(cfg: Config, report: RunReport) -> None:
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("run") / "20240101-demo"
-    cfg = Config(poll_s=0.02, walk_s=0.1, hold_s=0.3, verdict_s=0.8, duration_s=4,
-                 status_every_s=0.1, on_stuck="raise")
+    cfg = Config(
+        poll_s=0.02,
+        walk_s=0.1,
+        hold_s=0.3,
+        verdict_s=0.8,
+        duration_s=4,
+        status_every_s=0.1,
+        on_stuck="raise",
+    )
     with RunReport(folder, scenario="demo") as report:
         _clean_case(cfg, report)
         _loop_case(cfg, report)
@@ -83,16 +107,38 @@ def test_report_json_follows_the_schema(run_folder: Path) -> None:
     assert body["schema"] == 1 and body["scenario"] == "demo"
     clean, loop = body["cases"]
     assert (clean["variant"], clean["seed"], clean["expected"], clean["outcome"]) == (
-        "2.6.34", 1, "clean", "clean")
+        "2.6.34",
+        1,
+        "clean",
+        "clean",
+    )
     assert clean["first_defect_s"] is None and clean["verdicts"] == []
     assert clean["stats"]["ops"] > 0 and clean["stats"]["walks"] > 0
     assert clean["stats"]["lock_classes"]["anon_vma"]["acquisitions"] > 0
     assert (loop["variant"], loop["seed"], loop["outcome"], loop["memory"]) == (
-        "rik-v2-dst", 7, "defect", "reuse")
+        "rik-v2-dst",
+        7,
+        "defect",
+        "reuse",
+    )
     assert 0 < loop["first_defect_s"] < 2
     (v,) = loop["verdicts"]
-    for key in ("kind", "summary", "threads", "locks", "lock_classes", "chain", "stacks",
-                "where", "evidence", "signature", "signature_id", "count", "replay", "at_s"):
+    for key in (
+        "kind",
+        "summary",
+        "threads",
+        "locks",
+        "lock_classes",
+        "chain",
+        "stacks",
+        "where",
+        "evidence",
+        "signature",
+        "signature_id",
+        "count",
+        "replay",
+        "at_s",
+    ):
         assert key in v, key
     assert v["kind"] == "list-loop" and v["count"] == 1
     assert v["replay"] == "demo --variant rik-v2-dst --seed 7"
@@ -108,9 +154,10 @@ def test_report_txt_reads_as_a_diagnosis(run_folder: Path) -> None:
     assert "No verdicts: nothing hung" in text
     assert "LIST-LOOP at" in text
     assert "Who waits for whom:" in text
-    assert ("kswapd-1 waits for anon_vma#17, held" in text
-            and "by kswapd-0, which is walking anon_vma#17's list (page_referenced_anon), step"
-            in text)
+    assert (
+        "kswapd-1 waits for anon_vma#17, held" in text
+        and "by kswapd-0, which is walking anon_vma#17's list (page_referenced_anon), step" in text
+    )
     assert "Where kswapd-0 is (test_report.py:" in text
     assert "Run it again: demo --variant rik-v2-dst --seed 7" in text
     assert "Locks (per class" in text
@@ -128,7 +175,8 @@ def test_events_jsonl_has_one_record_per_verdict_and_status_tick(run_folder: Pat
     assert verdict["record"]["level"]["name"] == "STRESS"
     status = next(r for r in records if r["record"]["extra"]["event"] == "status")
     assert {"ops", "ops_per_s", "walks", "walks_per_s", "verdicts"} <= set(
-        status["record"]["extra"]["status"])
+        status["record"]["extra"]["status"]
+    )
 
 
 def test_trace_json_is_a_chrome_trace(run_folder: Path) -> None:
@@ -145,8 +193,7 @@ def test_trace_json_is_a_chrome_trace(run_folder: Path) -> None:
     processes = {e["pid"]: e["args"]["name"] for e in events if e["name"] == "process_name"}
     assert processes == {1: "variant=2.6.34 seed=1", 2: "variant=rik-v2-dst seed=7"}
     # The looping walk ended only when cancellation reached its next step.
-    stopped = [e for e in complete
-               if e["cat"] == "walk" and e["pid"] == 2 and "ended" in e["args"]]
+    stopped = [e for e in complete if e["cat"] == "walk" and e["pid"] == 2 and "ended" in e["args"]]
     assert len(stopped) == 1 and stopped[0]["args"]["ended"] == "Cancelled"
     assert stopped[0]["args"]["steps"] > 96
     assert [e["name"] for e in events if e["ph"] == "i"] == ["list-loop"]
@@ -165,8 +212,15 @@ def test_trace_json_is_a_chrome_trace(run_folder: Path) -> None:
 
 
 def test_the_harness_prints_nothing(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    cfg = Config(poll_s=0.02, walk_s=0.1, hold_s=0.3, verdict_s=0.8, duration_s=4,
-                 status_every_s=0.1, on_stuck="raise")
+    cfg = Config(
+        poll_s=0.02,
+        walk_s=0.1,
+        hold_s=0.3,
+        verdict_s=0.8,
+        duration_s=4,
+        status_every_s=0.1,
+        on_stuck="raise",
+    )
     with RunReport(tmp_path / "quiet", scenario="quiet") as report:
         _loop_case(cfg, report)
     out, err = capfd.readouterr()

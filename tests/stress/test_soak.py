@@ -42,8 +42,15 @@ def make_list(size: int) -> Node:
 def test_contended_clean_run_has_no_verdict(tmp_path: Path) -> None:
     # Holds here last microseconds; the budgets leave room for a thread the OS or the GIL
     # does not schedule for a while on a loaded 2-core machine (seen: 0.5 s).
-    cfg = Config(duration_s=SOAK_S, status_every_s=5.0, backstop_s=20.0, hold_s=1.0,
-                 verdict_s=2.5, test_timeout_s=SOAK_S + 60, on_stuck="raise")
+    cfg = Config(
+        duration_s=SOAK_S,
+        status_every_s=5.0,
+        backstop_s=20.0,
+        hold_s=1.0,
+        verdict_s=2.5,
+        test_timeout_s=SOAK_S + 60,
+        on_stuck="raise",
+    )
     mon = Monitor(cfg, name="soak", emergency_dir=tmp_path)
     sems = [mon.rwsem("mmap_sem", f"mmap_sem#{i}") for i in range(2)]
     avs = [mon.spinlock("anon_vma", f"anon_vma#{i}") for i in range(3)]

@@ -80,7 +80,8 @@ def test_list_loop_seen_from_outside(monitor_factory: Any, fast: Config) -> None
     assert re.fullmatch(
         r"kswapd-1 waits for anon_vma#17, held [0-9.]+ s by kswapd-0, which is walking "
         r"anon_vma#17's list \(page_referenced_anon\), step [0-9,]+ of a bound of 96",
-        v.chain[0]), v.chain
+        v.chain[0],
+    ), v.chain
     assert "in walk_list" in v.to_dict()["where"]["kswapd-0"]
     assert v.at_s < 0.02 + 2 * fast.poll_s + SLACK_S
     assert result.cancel_reason.startswith("list-loop")
@@ -91,8 +92,9 @@ def test_list_loop_seen_from_outside(monitor_factory: Any, fast: Config) -> None
 def test_list_loop_reported_by_the_walker_itself(monitor_factory: Any, fast: Config) -> None:
     mon = monitor_factory(fast.replace(walk_self_check=True), name="self-check")
     lock = mon.spinlock("anon_vma", "anon_vma#17")
-    worker = mon.spawn(walk_list, mon, lock, ring_without_head(), 96, name="kswapd-0",
-                       tracked=False)
+    worker = mon.spawn(
+        walk_list, mon, lock, ring_without_head(), 96, name="kswapd-0", tracked=False
+    )
     result, elapsed = timed_run(mon)
     assert [v.kind for v in result.verdicts] == ["list-loop"]
     v = result.verdicts[0]
@@ -154,10 +156,17 @@ def test_abba_deadlock(monitor_factory: Any, fast: Config) -> None:
     assert set(v.threads) == {"proc-1", "proc-2"} and set(v.locks) == {"mm#1", "ptl#1"}
     assert v.evidence["self"] is False
     assert {c["thread"]: c["waits_for"] for c in v.evidence["cycle"]} == {
-        "proc-1": "ptl#1", "proc-2": "mm#1"}
-    assert any(re.fullmatch(r"proc-1 waits for ptl#1, held [0-9.]+ s by proc-2, which waits for "
-                            r"mm#1, held [0-9.]+ s by proc-1: a cycle back to proc-1", line)
-               for line in v.chain), v.chain
+        "proc-1": "ptl#1",
+        "proc-2": "mm#1",
+    }
+    assert any(
+        re.fullmatch(
+            r"proc-1 waits for ptl#1, held [0-9.]+ s by proc-2, which waits for "
+            r"mm#1, held [0-9.]+ s by proc-1: a cycle back to proc-1",
+            line,
+        )
+        for line in v.chain
+    ), v.chain
     assert set(v.stacks) == {"proc-1", "proc-2"}
     assert_within_budget(mon, elapsed)
     assert elapsed < 1.0 + SLACK_S
@@ -370,8 +379,7 @@ def test_defect_exception_keeps_its_kind(monitor_factory: Any, fast: Config) -> 
     assert v.evidence["details"] == {"node": "avc-3"}
 
 
-def test_second_read_behind_a_queued_writer_deadlocks(monitor_factory: Any,
-                                                      fast: Config) -> None:
+def test_second_read_behind_a_queued_writer_deadlocks(monitor_factory: Any, fast: Config) -> None:
     mon = monitor_factory(fast, name="rwsem-deadlock")
     sem = mon.rwsem("mmap_sem", "mmap_sem#1")
     first_read = threading.Event()
@@ -395,6 +403,8 @@ def test_second_read_behind_a_queued_writer_deadlocks(monitor_factory: Any,
     (v,) = result.verdicts
     assert v.kind == "deadlock"
     assert set(v.threads) == {"fault-1", "mmap-1"} and v.locks == ["mmap_sem#1", "mmap_sem#1"]
-    assert {c["thread"]: c["mode"] for c in v.evidence["cycle"]} == {"fault-1": "read",
-                                                                     "mmap-1": "write"}
+    assert {c["thread"]: c["mode"] for c in v.evidence["cycle"]} == {
+        "fault-1": "read",
+        "mmap-1": "write",
+    }
     assert_within_budget(mon, elapsed)
