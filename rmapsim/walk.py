@@ -144,29 +144,34 @@ class Walks:
             return True
         raise exc
 
+    def _start(self, head: ListHead, member: Member, what: str, lock: Any) -> WalkState:
+        """Count a walk, size its bound, and tell the tracker (if any) it began."""
+        self.count += 1
+        st = WalkState(what, head, member, lock, self.mem.live_objects + 1)
+        st.handle = self.tracker(st) if self.tracker is not None else None
+        return st
+
+    def _step(self, st: WalkState, direction: str, draining: bool = False) -> None:
+        """One node: the tracker and step hook see it, then the bound is checked."""
+        st.steps += 1
+        if st.handle is not None:
+            st.handle.step()
+        if self.step_hook is not None:
+            self.step_hook(st)
+        if st.steps > st.bound and (st.steps - 1) % st.bound == 0:
+            self._tripped(st, direction, draining)
+
     def _walk(
         self, head: ListHead, member: Member, what: str, lock: Any, direction: str, safe: bool
     ) -> Iterator[Any]:
         """Every other walk: reverse, safe, or watched by a step hook or tracker."""
-        self.count += 1
-        bound = self.mem.live_objects + 1
-        hook = self.step_hook
-        st = WalkState(what, head, member, lock, bound)
-        handle = st.handle = self.tracker(st) if self.tracker is not None else None
+        st = self._start(head, member, what, lock)
         forward = direction == "next"
         error: BaseException | None = None
         try:
             pos = head.next if forward else head.prev
-            steps = 0
             while pos is not head:
-                steps += 1
-                st.steps = steps
-                if handle is not None:
-                    handle.step()
-                if hook is not None:
-                    hook(st)
-                if steps > bound and (steps - 1) % bound == 0:
-                    self._tripped(st, direction)
+                self._step(st, direction)
                 if type(pos) is ListHead and pos.member is member:
                     entry = pos.owner
                 else:
@@ -184,8 +189,8 @@ class Walks:
             error = exc
             raise
         finally:
-            if handle is not None:
-                handle.end(error)
+            if st.handle is not None:
+                st.handle.end(error)
 
     def _entry(self, pos: Any, member: Member) -> Any:
         try:
@@ -244,23 +249,11 @@ class Walks:
         self, head: ListHead, member: Member, *, what: str, lock: Any = None
     ) -> Iterator[Any]:
         """while (!list_empty(head)) take list_first_entry(): the body must remove it."""
-        self.count += 1
-        bound = self.mem.live_objects + 1
-        hook = self.step_hook
-        st = WalkState(what, head, member, lock, bound)
-        handle = st.handle = self.tracker(st) if self.tracker is not None else None
+        st = self._start(head, member, what, lock)
         error: BaseException | None = None
         try:
-            steps = 0
             while head.next is not head:
-                steps += 1
-                st.steps = steps
-                if handle is not None:
-                    handle.step()
-                if hook is not None:
-                    hook(st)
-                if steps > bound and (steps - 1) % bound == 0:
-                    self._tripped(st, "next", draining=True)
+                self._step(st, "next", draining=True)
                 pos = head.next
                 yield pos.owner if pos.member is member else self._entry(pos, member)
         except GeneratorExit:
@@ -269,8 +262,8 @@ class Walks:
             error = exc
             raise
         finally:
-            if handle is not None:
-                handle.end(error)
+            if st.handle is not None:
+                st.handle.end(error)
 
     def bare_chase(self, head: ListHead) -> int:
         """The uninstrumented pointer chase (benchmark baseline): steps to return to head."""
