@@ -59,12 +59,16 @@ def peek_list(head: ListHead) -> tuple[Any, Any]:
     return _LH_NEXT.__get__(head, ListHead), _LH_PREV.__get__(head, ListHead)
 
 
+#: Modules that implement memory itself: an access is blamed on the first frame outside.
+_MEMORY_MODULES = ("rmapsim.slab", "rmapsim.stale", "rmapsim.lists", "rmapsim.walk")
+
+
 def _accessor() -> str:
     """The modelled kernel function that made the current access."""
     frame = sys._getframe(2)
     while frame is not None:
         module = frame.f_globals.get("__name__", "")
-        if module.startswith("rmapsim.") and module not in ("rmapsim.slab", "rmapsim.lists"):
+        if module.startswith("rmapsim.") and module not in _MEMORY_MODULES:
             return frame.f_code.co_name
         frame = frame.f_back  # type: ignore[assignment]
     return "?"

@@ -75,6 +75,7 @@ def test_exec_json_defect_on_rc3_with_kasan_names_the_sites(bug4: Path) -> None:
     assert kinds == [("invariant", "I1", 7), ("invariant", "I2", 8), ("use-after-free", None, 9)]
     uaf = doc["defects"][2]
     assert uaf["op"] == "referenced P 0x10000 1"
+    assert "anon_vma#8->lock in page_lock_anon_vma" in uaf["detail"]
     assert (
         "freed at line 8 (exit C)" in uaf["detail"]
         and "allocated at line 4 (fork P C)" in uaf["detail"]
