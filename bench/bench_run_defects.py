@@ -38,6 +38,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _common import load_at_end, number  # noqa: E402 - bench/ is the script's folder
+
 PRE_FIX = ("2.6.34-rc3", "rik-v2", "rik-v2-dst", "hannes-merge")
 FIXED = "2.6.34"
 SCENARIOS = ("scenarios/lkml-2010.toml", "scenarios/lkml-2010-reuse.toml")
@@ -219,16 +221,6 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def positive(text: str) -> float:
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not 0.1 <= x <= 3600:
-        raise argparse.ArgumentTypeError(f"must be between 0.1 and 3600 s, got {text!r}")
-    return x
-
-
 def main() -> None:
     if len(sys.argv) == 6 and sys.argv[1] == "--child":
         child(sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]))
@@ -248,7 +240,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--duration",
-        type=positive,
+        type=number(0.1, 3600),
         default=None,
         help="seconds per case (default: each scenario's own duration_s)",
     )
@@ -343,8 +335,7 @@ def main() -> None:
             f"tracebacks (KeyError in threading._bootstrap_inner) on stderr"
         )
     print(
-        f"\ntotal wall time {time.perf_counter() - t0:.0f} s, load average at end "
-        f"{os.getloadavg()[0]:.1f} (1 min) {os.getloadavg()[2]:.1f} (15 min)"
+        f"\ntotal wall time {time.perf_counter() - t0:.0f} s, {load_at_end()}"
         + (f"; stderr of failed children kept in {keep}" if keep.exists() else "")
     )
 

@@ -34,6 +34,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _common import load_at_end, number  # noqa: E402 - bench/ is the script's folder
+
 MARK = "BENCH-RESULT "
 SLACK_S = 45.0
 TARGET_COST = 0.30
@@ -99,34 +101,18 @@ def spread(xs: list[float], fmt: str = ",.0f") -> str:
     )
 
 
-def positive(text: str) -> float:
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not 0.5 <= x <= 600:
-        raise argparse.ArgumentTypeError(f"must be between 0.5 and 600 s, got {text!r}")
-    return x
-
-
-def count(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 1 <= n <= 100:
-        raise argparse.ArgumentTypeError(f"must be between 1 and 100, got {text!r}")
-    return n
-
-
 def main() -> None:
     if len(sys.argv) == 8 and sys.argv[1] == "--child":
         a = sys.argv[2:]
         child(a[0], a[1], int(a[2]), float(a[3]), a[4], a[5] == "on")
         return
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--rounds", type=count, default=5, help="on/off pairs (default 5)")
-    parser.add_argument("--seconds", type=positive, default=5.0, help="per case (default 5)")
+    parser.add_argument(
+        "--rounds", type=number(1, 100, integer=True), default=5, help="on/off pairs (default 5)"
+    )
+    parser.add_argument(
+        "--seconds", type=number(0.5, 600), default=5.0, help="per case (default 5)"
+    )
     parser.add_argument("--scenario", default=str(ROOT / "scenarios/lkml-2010.toml"))
     parser.add_argument(
         "--memory",
@@ -229,10 +215,7 @@ def main() -> None:
         )
     for p in problems:
         print(f"  PROBLEM: {p}")
-    print(
-        f"  total wall time {time.perf_counter() - t0:.0f} s, load average at end "
-        f"{os.getloadavg()[0]:.1f} (1 min) {os.getloadavg()[2]:.1f} (15 min)"
-    )
+    print(f"  total wall time {time.perf_counter() - t0:.0f} s, {load_at_end()}")
 
 
 if __name__ == "__main__":

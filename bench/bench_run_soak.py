@@ -42,6 +42,8 @@ from typing import IO, Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _common import load_at_end, number  # noqa: E402 - bench/ is the script's folder
+
 MARK = "BENCH-SAMPLE "
 SLACK_S = 60.0
 #: Memory counts as flat when the fitted growth over the soak stays under both.
@@ -249,33 +251,20 @@ def memory_summary(samples: list[dict[str, Any]], label: str) -> list[str]:
     return lines
 
 
-def positive(lo: float, hi: float) -> Any:
-    def check(text: str) -> float:
-        try:
-            x = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not lo <= x <= hi:
-            raise argparse.ArgumentTypeError(f"must be between {lo:g} and {hi:g}, got {text!r}")
-        return x
-
-    return check
-
-
 def main() -> None:
     if len(sys.argv) == 8 and sys.argv[1] == "--child":
         a = sys.argv[2:]
         child(a[0], a[1], float(a[2]), float(a[3]), int(a[4]), a[5] == "1")
         return
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--minutes", type=positive(0.05, 24 * 60), default=10.0)
-    parser.add_argument("--case-seconds", type=positive(1.0, 3600), default=30.0)
+    parser.add_argument("--minutes", type=number(0.05, 24 * 60), default=10.0)
+    parser.add_argument("--case-seconds", type=number(1.0, 3600), default=30.0)
     parser.add_argument("--scenario", default=str(ROOT / "scenarios/lkml-2010.toml"))
     parser.add_argument("--variant", default="2.6.34")
     parser.add_argument("--first-seed", type=int, default=1)
     parser.add_argument(
         "--max-rss-mib",
-        type=positive(64, 1 << 20),
+        type=number(64, 1 << 20),
         default=4096.0,
         help="stop a child whose RSS passes this and go on in a new one",
     )
@@ -361,8 +350,7 @@ def main() -> None:
     for n, samples in enumerate(children, 1):
         if samples:
             print("\n".join(memory_summary(samples, f"memory, child {n}")))
-    load1 = os.getloadavg()
-    print(f"  load average at end {load1[0]:.1f} (1 min), {load1[1]:.1f} (5 min)")
+    print(f"  {load_at_end()}")
 
 
 if __name__ == "__main__":

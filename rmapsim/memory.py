@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 
 from rmapsim import rmap, swap
 from rmapsim.structs import (
-    PAGE_SIZE,
     VM_EXEC,
     VM_MAYWRITE,
     VM_READ,
@@ -290,7 +289,3 @@ def copy_page_range(k: Kernel, dst_mm: MmStruct, src_mm: MmStruct, vma: VmArea) 
     src_ptl.release()
     dst_ptl.release()
     return 0
-
-
-def pages_in(start: int, length: int) -> range:
-    return range(start, start + length, PAGE_SIZE)

@@ -234,7 +234,7 @@ class ExecResult:
         }
 
 
-def _null_deref(exc: AttributeError) -> KernelOops | None:
+def null_deref(exc: AttributeError) -> KernelOops | None:
     """A NULL pointer the modelled kernel dereferenced (Python sees None.<field>)."""
     if "'NoneType' object has no attribute" not in str(exc):
         return None
@@ -322,7 +322,7 @@ def run_program(
                 break
             ret = 0
         except AttributeError as exc:
-            oops = _null_deref(exc)
+            oops = null_deref(exc)
             if oops is None:
                 raise
             result.defects.append(

@@ -60,7 +60,7 @@ def peek_list(head: ListHead) -> tuple[Any, Any]:
 
 
 #: Modules that implement memory itself: an access is blamed on the first frame outside.
-_MEMORY_MODULES = ("rmapsim.slab", "rmapsim.stale", "rmapsim.lists", "rmapsim.walk")
+MEMORY_MODULES = ("rmapsim.slab", "rmapsim.stale", "rmapsim.lists", "rmapsim.walk")
 
 
 def _accessor() -> str:
@@ -68,7 +68,7 @@ def _accessor() -> str:
     frame = sys._getframe(2)
     while frame is not None:
         module = frame.f_globals.get("__name__", "")
-        if module.startswith("rmapsim.") and module not in _MEMORY_MODULES:
+        if module.startswith("rmapsim.") and module not in MEMORY_MODULES:
             return frame.f_code.co_name
         frame = frame.f_back  # type: ignore[assignment]
     return "?"
@@ -481,9 +481,6 @@ class Words:
             freed_at=_site_text(obj.free_site),
             accessed_at=_site_text(site),
         )
-
-    def is_freed(self, obj: Any) -> bool:
-        return isinstance(obj, SlabObject) and obj.state != LIVE
 
 
 def _site_text(site: Any) -> str:

@@ -386,15 +386,5 @@ class Page:
         return f"<page {self.name} mapcount={self.mapcount} mapping={self.mapping!r}>"
 
 
-def vma_pages(vma: VmArea) -> int:
-    return (vma.vm_end - vma.vm_start) >> PAGE_SHIFT
-
-
 def linear_page_index(vma: VmArea, address: int) -> int:
     return ((address - vma.vm_start) >> PAGE_SHIFT) + vma.vm_pgoff
-
-
-def prot_letters(flags: int) -> str:
-    return "".join(
-        c if flags & bit else "-" for c, bit in (("r", VM_READ), ("w", VM_WRITE), ("x", VM_EXEC))
-    )

@@ -163,14 +163,6 @@ def reuse_swap_page(k: Kernel, page: Page) -> bool:
     return count <= 1
 
 
-def try_to_free_swap(k: Kernel, page: Page) -> bool:
-    if not page.swapcache or page_swapcount(k, page):
-        return False
-    delete_from_swap_cache(k, page)
-    page.dirty = True
-    return True
-
-
 def free_swap_and_cache(k: Kernel, slot: int) -> None:
     """A swap PTE is zapped: drop it, and the cached page if nothing maps it."""
     with k.swap.lock:

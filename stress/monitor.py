@@ -384,11 +384,6 @@ class Monitor:
         wd = self._watchdog
         return {} if wd is None else wd.frozen(now)
 
-    def hold_done(self, lock: Any, t0: float, t1: float) -> None:
-        ring = self.trace_ring
-        if ring is not None:
-            ring.append(("L", current().tid, lock.name, lock.lock_class.name, t0, t1))
-
     def walk_done(self, walk: Walk, t1: float, ended: str | None) -> None:
         ring = self.trace_ring
         if ring is not None:

@@ -219,12 +219,6 @@ def forget(states: list[ThreadState]) -> None:
                 del _registry[state.tid]
 
 
-def capture_threads(idents: list[int]) -> dict[int, list[Frame]]:
-    """Stacks of the given threads, taken now."""
-    frames = current_frames()
-    return {ident: capture(frames.get(ident)) for ident in idents}
-
-
 def user_frames(frames: list[Frame]) -> list[Frame]:
     return [f for f in frames if not f.internal]
 

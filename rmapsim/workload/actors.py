@@ -27,7 +27,8 @@ from rmapsim.audit import audit
 from rmapsim.errors import KernelDefect, ListLoop
 from rmapsim.kernel import Kernel
 from rmapsim.lists import describe_node
-from rmapsim.program import _null_deref
+from rmapsim.program import null_deref
+from rmapsim.stale import MEMORY_MODULES
 from rmapsim.structs import PAGE_SIZE, VM_EXEC, VM_READ, VM_WRITE
 from rmapsim.sync import ThreadingSync
 from rmapsim.variants import Variant
@@ -38,23 +39,8 @@ PROTS = (VM_READ | VM_WRITE, VM_READ | VM_WRITE | VM_EXEC, VM_READ, VM_READ | VM
 BASE = 0x10000
 
 
-_PLUMBING = {
-    "guarded",
-    "op",
-    "report",
-    "VM_BUG_ON",
-    "BUG_ON",
-    "_fault",
-    "_tripped",
-    "uaf",
-    "double_free",
-    "_entry",
-    "_walk",
-    "_forward",
-    "drain",
-    "acquire",
-    "release",
-}
+#: Frames of the model that only carry a defect (raise helpers, lock wrappers).
+_PLUMBING = {"guarded", "op", "report", "VM_BUG_ON", "BUG_ON", "acquire", "release"}
 
 
 def kernel_path(exc: BaseException) -> str:
@@ -64,7 +50,11 @@ def kernel_path(exc: BaseException) -> str:
     while tb is not None:
         code = tb.tb_frame.f_code
         module = tb.tb_frame.f_globals.get("__name__", "")
-        model = module.startswith("rmapsim.") and not module.startswith("rmapsim.workload")
+        model = (
+            module.startswith("rmapsim.")
+            and not module.startswith("rmapsim.workload")
+            and module not in MEMORY_MODULES
+        )
         if model and code.co_name not in _PLUMBING and "<" not in code.co_name:
             names.append(code.co_name)
         tb = tb.tb_next
@@ -204,7 +194,7 @@ class World:
         except KernelDefect as exc:
             self.report(exc)
         except AttributeError as exc:
-            oops = _null_deref(exc)
+            oops = null_deref(exc)
             if oops is None:
                 self.internal(exc)
             else:
@@ -236,11 +226,6 @@ class World:
             self.gate.leave()
 
     # -- processes ---------------------------------------------------------------------
-
-    def next_name(self) -> str:
-        with self.lock:
-            self.serial += 1
-            return f"p{self.serial}"
 
     def start_process(self, parent: Proc | None) -> Proc | None:
         """spawn (no parent) or fork, then start the new process's threads."""

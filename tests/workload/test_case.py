@@ -49,6 +49,22 @@ def test_prefix_kernel_in_kasan_names_the_use_after_free(variant: str) -> None:
     assert result.meta["variant"] == variant and result.meta["memory"] == "kasan"
     assert result.first_defect_s is not None and result.first_defect_s < scn.duration_s
     assert result.stats["model"]["walks"] > 0
+    # The path of modelled kernel functions the defect was raised in, outermost first:
+    # it ends in the function KASAN blames, with no raise helper or memory plumbing.
+    path = str(ev["kernel_path"]).split(" > ")
+    assert path[-1] == ev["function"], (path, ev["function"])
+    assert not {"get", "set_", "_walk", "_forward", "op", "guarded"} & set(path), path
+
+
+@pytest.mark.timeout(30)
+def test_rik_v2_bug_carries_its_kernel_path() -> None:
+    scn = tiny_scenario(duration_s=3.0)
+    result = run_case(scn, "rik-v2", 3, config=inprocess_config(scn))
+    bug = next(v for v in result.verdicts if "BUG_ON(!anon_vma)" in v.summary)
+    path = str(bug.evidence["kernel_path"]).split(" > ")
+    # A first write fault: on an empty PTE (do_anonymous_page) or the zero page (do_wp_page).
+    assert path[-2:] == ["page_add_new_anon_rmap", "__page_set_anon_rmap"], path
+    assert path[-3] in ("do_anonymous_page", "do_wp_page"), path
 
 
 @pytest.mark.timeout(30)
