@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rmapsim import memory, mmap, rmap
+from rmapsim.atomic import atomic_dec_and_test, atomic_set
 from rmapsim.structs import VM_LOCKED, MmStruct, VmArea
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ def mm_alloc(k: Kernel, comm: str) -> MmStruct:
     mm.comm = comm
     mm.mmap = None
     mm.mmap_cache = None
-    mm.mm_users = 1
+    atomic_set(mm.mm_users, 1)
     mm.map_count = 0
     mm.mmap_sem = k.sync.rwsem("mmap_sem", f"{comm}.mmap_sem")
     mm.page_table_lock = k.sync.spinlock("page_table_lock", f"{comm}.page_table_lock")
@@ -87,8 +88,7 @@ def do_fork(k: Kernel, parent: MmStruct, comm: str) -> tuple[MmStruct | None, in
 
 def mmput(k: Kernel, mm: MmStruct) -> None:
     """The last user of mm is gone: exit_mmap, then free the mm."""
-    mm.mm_users -= 1
-    if mm.mm_users > 0:
+    if not atomic_dec_and_test(mm.mm_users):
         return
     mmap.exit_mmap(k, mm)
     mm.ptes.clear()  # the page tables go with the mm (mm_free_pgd)

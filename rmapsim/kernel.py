@@ -14,6 +14,14 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from rmapsim.atomic import (
+    atomic_cmpxchg,
+    atomic_dec_and_test,
+    atomic_inc,
+    atomic_inc_not_zero,
+    atomic_read,
+    atomic_set,
+)
 from rmapsim.errors import KernelBug, KernelDefect, ListCorruptionWarning, ModelError
 from rmapsim.lists import ListOps
 from rmapsim.slab import Memory
@@ -57,7 +65,7 @@ class PageAllocator:
                 self.mem_map.append(page)
             page.reset()
             page.in_use = True
-            page.count = 1
+            atomic_set(page._count, 1)  # set_page_refcounted
             self.serial += 1
             page.serial = self.serial
             page.alloc_site = self.k.mem.current_site()
@@ -65,12 +73,26 @@ class PageAllocator:
             return page
 
     def free_page(self, page: Page) -> None:
-        """free_hot_cold_page: the frame goes back; page->mapping is reset only here."""
+        """free_hot_cold_page: the frame goes back; page->mapping is reset only here.
+
+        free_pages_check: a page freed while a PTE still maps it, or while someone
+        still holds a reference, is a "Bad page state" - what a lost update of
+        _count or _mapcount turns into.
+        """
         with self.lru_lock:
             self.lru.pop(page, None)
         with self.lock:
             if not page.in_use:
                 raise KernelBug(f"kernel BUG: freeing {page.name} twice", page=page.name)
+            count, mapcount = atomic_read(page._count), atomic_read(page._mapcount)
+            if count != 0 or mapcount != -1:
+                raise KernelBug(
+                    f"BUG: Bad page state: freeing {page.name} with page_count {count} "
+                    f"and page_mapcount {mapcount + 1}",
+                    page=page.name,
+                    count=count,
+                    mapcount=mapcount + 1,
+                )
             page.reset()
             page.in_use = False
             self.in_use -= 1
@@ -120,10 +142,12 @@ class Kernel:
         self.sync: SyncFactory = sync if sync is not None else ThreadingSync()
         self.debug_vm = debug_vm
         self.yield_point = yield_point
+        #: Where a busy-wait loop lets others run (a controlled scheduler must switch
+        #: there); the yield point when not given.
+        self.relax_point: YieldHook | None = None
         self.on_event = on_event
         self.lists = ListOps(debug_list=debug_list, yield_point=yield_point, on_warn=self._warn)
         self.walks = Walks(self.mem, step_hook=walk_step, on_loop=on_loop, tracker=walk_tracker)
-        self.atomic = threading.Lock()  # stands in for atomic_t operations
         self.pages = PageAllocator(self)
         from rmapsim import swap
 
@@ -173,16 +197,45 @@ class Kernel:
         if self.on_event is not None:
             self.on_event(warning)
 
+    def cpu_relax(self, where: str) -> None:
+        """A busy-wait loop's pause: another CPU must get to run before we look again."""
+        relax = self.relax_point
+        if relax is not None:
+            relax(where)
+        else:
+            self.sched(where)
+
+    # -- page references (include/linux/mm.h, pagemap.h) ---------------------------------
+
     def get_page(self, page: Page) -> None:
-        with self.atomic:
-            page.count += 1
+        """A reference on a page the caller already holds one on (VM_BUG_ON count == 0)."""
+        self.VM_BUG_ON(
+            atomic_read(page._count) <= 0,
+            "atomic_read(&page->_count) == 0",
+            page=page.name,
+        )
+        atomic_inc(page._count)
+
+    def get_page_unless_zero(self, page: Page) -> bool:
+        """A speculative reference (page_cache_get_speculative): fails on a page being freed."""
+        return atomic_inc_not_zero(page._count)
 
     def put_page(self, page: Page) -> None:
-        with self.atomic:
-            page.count -= 1
-            last = page.count == 0
-        if last:
+        """Drop a reference; the last one frees the page (put_page_testzero)."""
+        if atomic_dec_and_test(page._count):
             self.pages.free_page(page)
+
+    def page_freeze_refs(self, page: Page, count: int) -> bool:
+        """Reclaim's claim on a page: its count goes from `count` to 0, or nothing happens.
+
+        A frozen page cannot gain a speculative reference, so nobody can find it in
+        the swap cache and map it while reclaim takes it out.
+        """
+        return atomic_cmpxchg(page._count, count, 0) == count
+
+    def page_unfreeze_refs(self, page: Page, count: int) -> None:
+        self.VM_BUG_ON(atomic_read(page._count) != 0, "page_count(page) != 0", page=page.name)
+        atomic_set(page._count, count)
 
     # -- tasks --------------------------------------------------------------------------
 

@@ -12,6 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from rmapsim.atomic import (
+    atomic_add_negative,
+    atomic_inc,
+    atomic_inc_and_test,
+    atomic_read,
+    atomic_set,
+)
 from rmapsim.errors import KernelOops
 from rmapsim.structs import (
     AVC_SAME_ANON_VMA,
@@ -62,7 +69,11 @@ def anon_vma_chain_free(k: Kernel, avc: AnonVmaChain) -> None:
 
 
 def page_mapped(page: Page) -> bool:
-    return page.mapcount >= 0
+    return atomic_read(page._mapcount) >= 0
+
+
+def page_mapcount(page: Page) -> int:
+    return atomic_read(page._mapcount) + 1
 
 
 # -- chains ------------------------------------------------------------------------------
@@ -271,9 +282,7 @@ def page_move_anon_rmap(k: Kernel, page: Page, vma: VmArea, address: int) -> Non
 
 def page_add_anon_rmap(k: Kernel, page: Page, vma: VmArea, address: int) -> None:
     """Map an existing page (swap-in).  Caller holds the PTE lock and the page lock."""
-    with k.atomic:
-        page.mapcount += 1
-        first = page.mapcount == 0
+    first = atomic_inc_and_test(page._mapcount)
     k.VM_BUG_ON(not page.lock.locked(), "!PageLocked(page)", page=page.name)
     k.VM_BUG_ON(
         address < vma.vm_start or address >= vma.vm_end,
@@ -290,21 +299,19 @@ def page_add_anon_rmap(k: Kernel, page: Page, vma: VmArea, address: int) -> None
 def page_add_new_anon_rmap(k: Kernel, page: Page, vma: VmArea, address: int) -> None:
     """Map a brand-new page: mapcount 0, exclusive, onto the LRU."""
     k.VM_BUG_ON(address < vma.vm_start or address >= vma.vm_end, "address outside vma")
-    page.mapcount = 0
+    atomic_set(page._mapcount, 0)  # no other user can see it yet
     __page_set_anon_rmap(k, page, vma, address, True)
     k.pages.lru_cache_add(page)
 
 
 def page_dup_rmap(k: Kernel, page: Page) -> None:
     """fork's copy_one_pte: one more mapping of an already set-up page."""
-    with k.atomic:
-        page.mapcount += 1
+    atomic_inc(page._mapcount)
 
 
 def page_remove_rmap(k: Kernel, page: Page) -> None:
     """One PTE fewer.  page->mapping is left set: it is only trusted while mapped."""
-    with k.atomic:
-        page.mapcount -= 1
+    atomic_add_negative(-1, page._mapcount)
 
 
 # -- walks --------------------------------------------------------------------------------
@@ -399,7 +406,7 @@ def page_referenced_anon(k: Kernel, page: Page, vm_flags: list[int]) -> int:
     if anon_vma is None:
         return 0
     referenced = 0
-    mapcount = [page.mapcount + 1]
+    mapcount = [page_mapcount(page)]
     for avc in k.walks.for_each_entry(
         anon_vma.head, AVC_SAME_ANON_VMA, what="page_referenced_anon", lock=anon_vma.lock
     ):

@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from rmapsim.atomic import atomic_t
 from rmapsim.errors import ModelError
 from rmapsim.lists import ListHead
 from rmapsim.stale import (
@@ -47,6 +48,7 @@ from rmapsim.stale import (
     _ViewCache,
     peek,
     peek_list,
+    signed,
 )
 from rmapsim.structs import KERNEL_BASE, STRUCTS, WORD, Kind, SlabObject
 
@@ -228,6 +230,8 @@ class Memory(Words):
                 raw[f.name].__set__(obj, self.cast(w[0], target) if words else None)
             elif f.kind is Kind.INT:
                 raw[f.name].__set__(obj, self.to_int(w[0]))
+            elif f.kind is Kind.ATOMIC:
+                raw[f.name].__set__(obj, atomic_t(signed(self.to_int(w[0]))))
             elif f.kind is Kind.LOCK:
                 raw[f.name].__set__(obj, None)
                 if w[0]:

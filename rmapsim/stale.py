@@ -11,10 +11,12 @@ pointer: the object at that address, a view of one, or a `BadAddress` that oopse
 
 from __future__ import annotations
 
+import _thread
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from rmapsim.atomic import AtomicWordView, atomic_t
 from rmapsim.errors import KernelOops, Lockup, ModelError, UseAfterFree
 from rmapsim.lists import NULL_LIST, BadAddress, ListHead, Member
 from rmapsim.structs import KERNEL_BASE, STRUCTS, WORD, AnonVma, Field, Kind, SlabObject
@@ -27,6 +29,13 @@ LIVE, FREE, VIEW = 1, 2, 3
 _LH_NEXT = ListHead.__dict__["next"]
 _LH_PREV = ListHead.__dict__["prev"]
 _WORD_MASK = (1 << 64) - 1
+#: Serialises atomic operations made through stale pointers (AtomicWordView).
+_VIEW_ATOMIC_LOCK = _thread.allocate_lock()
+
+
+def signed(word: int) -> int:
+    """A 64-bit word as the signed value an atomic_t (or long) holds."""
+    return word - (1 << 64) if word >= 1 << 63 else word
 _VIEW_MEMBER = Member("memory", "list_head", 0)
 
 
@@ -202,24 +211,26 @@ class LockWordView:
         return (v & 0xFF) != ((v >> 8) & 0xFF)
 
     def acquire(self, blocking: bool = True) -> bool:
-        v = self._word()
-        owner, ticket = v & 0xFF, (v >> 8) & 0xFF
-        if owner != ticket:
-            if not blocking:
-                return False
-            raise Lockup(
-                f"soft lockup: spin_lock on {self.mem.describe_addr(self.addr)} at "
-                f"{self.addr:#x}, which is no longer a spinlock: the word reads {v:#018x} "
-                f"(owner ticket {owner:#04x} != next ticket {ticket:#04x}), so it never frees",
-                address=self.addr,
-                word=v,
-            )
-        self.mem.write_word(self.addr, (v & ~0xFF00) | (((ticket + 1) & 0xFF) << 8))
-        return True
+        with _VIEW_ATOMIC_LOCK:  # the ticket bump is one locked xadd on the machine
+            v = self._word()
+            owner, ticket = v & 0xFF, (v >> 8) & 0xFF
+            if owner == ticket:
+                self.mem.write_word(self.addr, (v & ~0xFF00) | (((ticket + 1) & 0xFF) << 8))
+                return True
+        if not blocking:
+            return False
+        raise Lockup(
+            f"soft lockup: spin_lock on {self.mem.describe_addr(self.addr)} at "
+            f"{self.addr:#x}, which is no longer a spinlock: the word reads {v:#018x} "
+            f"(owner ticket {owner:#04x} != next ticket {ticket:#04x}), so it never frees",
+            address=self.addr,
+            word=v,
+        )
 
     def release(self) -> None:
-        v = self._word()
-        self.mem.write_word(self.addr, (v & ~0xFF) | ((v + 1) & 0xFF))
+        with _VIEW_ATOMIC_LOCK:  # the owner byte's increment
+            v = self._word()
+            self.mem.write_word(self.addr, (v & ~0xFF) | ((v + 1) & 0xFF))
 
     def describe(self) -> str:
         return f"lock word @{self.addr:#x}"
@@ -264,13 +275,15 @@ class Words:
         if hit is None:
             return 0
         f, i = hit
-        value = (
+        value: Any = (
             _RAW[LIVE_CLASS[type(occ)]][f.name].__get__(occ, None)
             if f.kind is not Kind.OPAQUE
             else 0
         )
         if f.kind is Kind.LIST:
             return (_LH_PREV if i else _LH_NEXT).__get__(value, ListHead)
+        if f.kind is Kind.ATOMIC:
+            return int(value.counter) & _WORD_MASK
         return value
 
     def read_word(self, addr: int) -> Any:
@@ -293,6 +306,8 @@ class Words:
             _RAW[live][f.name].__set__(occ, self.cast(value, target))
         elif f.kind is Kind.INT:
             _RAW[live][f.name].__set__(occ, self.to_int(value))
+        elif f.kind is Kind.ATOMIC:
+            _RAW[live][f.name].__get__(occ, live).counter = signed(self.to_int(value))
         else:  # lock words and opaque words only keep their bits
             occ.junk = {**(occ.junk or {}), f.word + i: self.to_int(value)}
 
@@ -334,6 +349,8 @@ class Words:
             return value.addr
         if isinstance(value, BadAddress):
             return value.address
+        if isinstance(value, atomic_t):
+            return int(value.counter) & _WORD_MASK
         locked = getattr(value, "locked", None)
         if callable(locked):
             return 0x0100 if locked() else 0  # a ticket lock: next ticket one ahead
@@ -425,6 +442,8 @@ class Words:
             return self.listhead_at(addr)
         if kind is Kind.LOCK:
             return self.lock_at(addr)
+        if kind is Kind.ATOMIC:
+            return AtomicWordView(self, addr, _VIEW_ATOMIC_LOCK)
         value = self.read_word(addr)
         if kind is Kind.PTR:
             return self.cast(value, STRUCTS[f.target] if f.target else SlabObject)

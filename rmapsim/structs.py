@@ -15,6 +15,7 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import Any, ClassVar
 
+from rmapsim.atomic import atomic_read, atomic_set, atomic_t
 from rmapsim.lists import ListHead, Member
 
 PAGE_SHIFT = 12
@@ -55,6 +56,7 @@ class Kind(IntEnum):
     LIST = 3  # struct list_head: two words
     LOCK = 4  # a spinlock word (lock object when initialised)
     OPAQUE = 5  # words the model does not use (rb nodes, ops pointers, ...)
+    ATOMIC = 6  # an atomic_t: changed only through rmapsim.atomic
 
 
 class Field:
@@ -258,7 +260,7 @@ class MmStruct(SlabObject):
         Field("cached_hole_size", 7, Kind.OPAQUE),
         Field("free_area_cache", 8, Kind.OPAQUE),
         Field("pgd", 9, Kind.OPAQUE),
-        Field("mm_users", 10, Kind.INT),
+        Field("mm_users", 10, Kind.ATOMIC),
         Field("map_count", 11, Kind.INT),
         Field("mmap_sem", 12, Kind.OPAQUE, nwords=4),
         Field("page_table_lock", 16, Kind.LOCK),
@@ -267,7 +269,7 @@ class MmStruct(SlabObject):
 
     mmap: VmArea | None
     mmap_cache: VmArea | None
-    mm_users: int
+    mm_users: atomic_t
     map_count: int
     mmap_sem: Any
     page_table_lock: Any
@@ -336,17 +338,21 @@ class Pte:
 
 
 class Page:
-    """struct page of one page frame: the anonymous-page fields of mm_types.h."""
+    """struct page of one page frame: the anonymous-page fields of mm_types.h.
+
+    `_count` and `_mapcount` are atomic_t, changed only through rmapsim.atomic
+    (get_page/put_page and the rmap functions); `count` and `mapcount` read them.
+    """
 
     __slots__ = (
+        "_count",
+        "_mapcount",
         "alloc_site",
-        "count",
         "dirty",
         "in_use",
         "index",
         "lock",
         "lru",
-        "mapcount",
         "mapping",
         "mapping_gen",
         "name",
@@ -364,15 +370,26 @@ class Page:
         self.serial = 0
         self.name = f"page#{pfn}"
         self.alloc_site: Any = None
-        self.count = 0  # _count: references (PTEs, swap cache, reclaim)
+        self._count = atomic_t(0)  # references (PTEs, swap cache, reclaim, lookups)
+        self._mapcount = atomic_t(-1)  # PTEs mapping it, minus one
         self.reset()
+
+    @property
+    def count(self) -> int:
+        """page_count()."""
+        return atomic_read(self._count)
+
+    @property
+    def mapcount(self) -> int:
+        """The raw _mapcount (-1 when unmapped); page_mapcount() is this plus one."""
+        return atomic_read(self._mapcount)
 
     def reset(self) -> None:
         """What free_hot_cold_page leaves: no mapping, no mapcount."""
         self.mapping: AnonVma | None = None
         self.mapping_gen = 0
         self.index = 0
-        self.mapcount = -1  # _mapcount starts at -1
+        atomic_set(self._mapcount, -1)  # reset_page_mapcount
         self.private = 0  # swap slot while in the swap cache
         self.swapcache = False
         self.lru = False

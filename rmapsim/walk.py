@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+from rmapsim.atomic import atomic_inc, atomic_read, atomic_t
 from rmapsim.errors import KernelOops, ListCorruption, ListLoop
 from rmapsim.lists import BadAddress, ListHead, Member, describe_node
 from rmapsim.structs import STRUCTS
@@ -97,7 +98,7 @@ def _bad_entry(pos: BadAddress, member: Member) -> KernelOops | ListCorruption:
 class Walks:
     """The list walks of one modelled kernel."""
 
-    __slots__ = ("count", "mem", "on_loop", "step_hook", "tracker")
+    __slots__ = ("_count", "mem", "on_loop", "step_hook", "tracker")
 
     def __init__(
         self,
@@ -110,8 +111,12 @@ class Walks:
         self.step_hook = step_hook
         self.on_loop = on_loop
         self.tracker = tracker
-        #: Walks started (racy under threads: a statistic, not a count to rely on).
-        self.count = 0
+        self._count = atomic_t(0)
+
+    @property
+    def count(self) -> int:
+        """Walks started."""
+        return atomic_read(self._count)
 
     def container_of(self, pos: Any, member: Member) -> Any:
         """list_entry(): the structure whose `member` is `pos` (a view if it is not one)."""
@@ -146,7 +151,7 @@ class Walks:
 
     def _start(self, head: ListHead, member: Member, what: str, lock: Any) -> WalkState:
         """Count a walk, size its bound, and tell the tracker (if any) it began."""
-        self.count += 1
+        atomic_inc(self._count)
         st = WalkState(what, head, member, lock, self.mem.live_objects + 1)
         st.handle = self.tracker(st) if self.tracker is not None else None
         return st
@@ -206,7 +211,7 @@ class Walks:
         if self.step_hook is not None or self.tracker is not None:
             yield from self._walk(head, member, what, lock, "next", False)
             return
-        self.count += 1
+        atomic_inc(self._count)
         bound = self.mem.live_objects + 1
         pos = head.next
         for _ in range(bound):

@@ -356,14 +356,8 @@ class World:
                 self.mon.pause(0.001)
                 continue
             for page in rng.sample(pages, min(8, len(pages))):
-                if swap.isolate(k, page):
-                    try:
-                        self.op(
-                            f"reclaim {page.name}",
-                            functools.partial(swap.shrink_page, k, page, force=False),
-                        )
-                    finally:
-                        k.put_page(page)
+                reclaim = functools.partial(swap.reclaim, k, page, force=False)
+                self.op(f"reclaim {page.name}", reclaim)
                 self.mon.progress()
 
     def hibernate(self) -> None:

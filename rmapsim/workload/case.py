@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from rmapsim.atomic import atomic_windows
 from rmapsim.variants import parse_variant
 from rmapsim.workload.actors import World
 from rmapsim.workload.scenario import Scenario
@@ -81,8 +82,10 @@ def run_case(
     world.spawn_all()
     previous = sys.getswitchinterval()
     sys.setswitchinterval(scn.yields.switch_interval_s)
+    windows = atomic_windows(world.yield_point if scn.yields.atomic_windows else None)
     try:
-        result = mon.run()
+        with windows:
+            result = mon.run()
     except BaseException:  # interrupted (^C, a test timeout): never leave workers running
         mon.cancel("interrupted")
         mon.stop()

@@ -120,6 +120,7 @@ class MemoryModel:
 class Yields:
     probability: float = 0.05  # at each yield point of the model
     switch_interval_s: float = 0.0002  # sys.setswitchinterval during the run
+    atomic_windows: bool = False  # test build: a yield point inside every atomic operation
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,7 @@ _TABLES: dict[str, tuple[type, dict[str, Check]]] = {
         {
             "probability": _number(0.0, 1.0),
             "switch_interval_s": _number(1e-6, 1.0),
+            "atomic_windows": _boolean,
         },
     ),
 }
