@@ -14,13 +14,12 @@ References follow the kernel's lockless page-cache protocol: a lookup takes a
 speculative reference that fails on a zero count (find_get_page), and reclaim
 claims a page by freezing its count from 2 (the cache's and its own) to 0 under
 the cache's lock (__remove_mapping), so a page on its way out can never be found
-and mapped again.  One lock, `SwapState.lock`, stands for both swap_lock (slot
-counts) and the swap cache's tree_lock; no yield point is ever inside it.
+and mapped again.  One spinlock, `SwapState.lock`, stands for both swap_lock
+(slot counts) and the swap cache's tree_lock.
 """
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING
 
 from rmapsim import rmap
@@ -44,7 +43,9 @@ class SwapState:
 
     def __init__(self, k: Kernel) -> None:
         self.k = k
-        self.lock = threading.Lock()
+        # swap_lock and the swap cache's tree_lock: a kernel spinlock, since a page
+        # lock is tried (a scheduling point) while it is held.
+        self.lock = k.sync.spinlock("swap_lock", "swap_lock")
         self.map: dict[int, SwapSlot] = {}
         self.cache: dict[int, Page] = {}
         self.free_slots: list[int] = []

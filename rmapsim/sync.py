@@ -28,6 +28,8 @@ class SpinLock(Protocol):
     def acquire(self, blocking: bool = True) -> bool: ...
     def release(self) -> None: ...
     def locked(self) -> bool: ...
+    def __enter__(self) -> Any: ...
+    def __exit__(self, *exc: object) -> Any: ...
 
 
 class RwSem(Protocol):
@@ -60,6 +62,12 @@ class _NamedLock:
 
     def locked(self) -> bool:
         return self._lock.locked()
+
+    def __enter__(self) -> bool:
+        return self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
 
     def __repr__(self) -> str:
         return f"<{self.name} {'locked' if self.locked() else 'unlocked'}>"
@@ -168,6 +176,12 @@ class _OneCpuLock:
 
     def locked(self) -> bool:
         return self._held
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
     def __repr__(self) -> str:
         return f"<{self.name} {'held' if self._held else 'free'}>"

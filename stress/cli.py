@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     cmd_run.add_parser(sub)
 
+    from stress import cmd_replay
+
+    cmd_replay.add_parser(sub)
+
     p = sub.add_parser("hunt", help="search programs for a defect and shrink it")
     p.add_argument("--variant", required=True)
     p.add_argument("--budget-s", type=float, default=60.0, metavar="S")
@@ -77,13 +81,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    from stress import cmd_model, cmd_run
+    from stress import cmd_model, cmd_replay, cmd_run
 
     handlers = {
         "list": cmd_model.cmd_list,
         "exec": cmd_model.cmd_exec,
         "hunt": cmd_model.cmd_hunt,
         "run": cmd_run.cmd_run,
+        "replay": cmd_replay.cmd_replay,
     }
     try:
         return handlers[args.command](args)

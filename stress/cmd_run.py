@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import re
+import shlex
 import sys
 import time
 from datetime import datetime
@@ -26,6 +28,8 @@ OVERRIDES = {
     "threads": "threads.threads_per_process",
     "reclaim": "threads.reclaim_walkers",
     "yield_prob": "yield.probability",
+    "schedule": "schedule.mode",
+    "strategy": "schedule.strategy",
 }
 
 
@@ -52,6 +56,17 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--yield-prob", type=float, metavar="P", help="yield probability at race windows"
+    )
+    p.add_argument(
+        "--schedule",
+        choices=("free", "controlled"),
+        help="who switches threads: the OS (free) or the harness, one thread at a time, "
+        "replayable exactly (controlled)",
+    )
+    p.add_argument(
+        "--strategy",
+        choices=("pct", "random", "round-robin"),
+        help="controlled scheduling strategy (default: the scenario's, else pct)",
     )
     p.add_argument("--logs", metavar="DIR", default="logs", help="where the run folder goes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar, status lines only")
@@ -187,6 +202,22 @@ def _table(scn: Scenario, cases: list[CaseResult], width: int) -> str:
     return "\n".join(lines)
 
 
+def save_reproducer(case: CaseResult, folder: Path) -> None:
+    """Write a controlled case's reproducer into the run folder; note its path in the case."""
+    case.meta["reproducer"] = None
+    if case.reproducer is None:
+        return
+    variant = re.sub(r"[^A-Za-z0-9._+-]", "_", str(case.meta.get("variant", "case")))
+    rel = Path("reproducers") / f"{variant}-seed{case.meta.get('seed')}.json"
+    case.reproducer.save(folder / rel)
+    case.meta["reproducer"] = str(rel)
+    command = shlex.join(["rmapstress", "replay", str(folder / rel)])
+    case.meta["rerun"] = case.meta.get("replay")
+    case.meta["replay"] = command
+    for v in case.verdicts:
+        v.replay = command
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     for name in ("duration", "audit", "yield_prob"):
         value = getattr(args, name)
@@ -216,6 +247,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     index += 1
                     progress.start_case(index, f"{scn.name}: {variant} seed {seed}", scn.duration_s)
                     case = run_case(scn, variant, seed, report=report, on_status=progress.status)
+                    save_reproducer(case, folder)
                     report.write()  # after every case: nothing is lost if a later one hangs
                     cases.append(case)
                     progress.print(f"{progress.case}: {case.headline()}")

@@ -168,10 +168,23 @@ class ClassStats:
 class Waiter:
     """One thread waiting for one lock, for one wait only."""
 
-    __slots__ = ("_evt", "granted", "lock", "misses", "mode", "passed", "since", "state", "woken")
+    __slots__ = (
+        "_evt",
+        "granted",
+        "lock",
+        "misses",
+        "mode",
+        "passed",
+        "sched",
+        "since",
+        "state",
+        "woken",
+    )
 
     def __init__(self, state: ThreadState, lock: Any, mode: Mode) -> None:
         self.state = state
+        #: The controlled scheduler of the lock's run, if any: it parks and wakes us.
+        self.sched = lock._mon.scheduler
         self.lock = lock
         self.mode = mode
         self.since = perf_counter()
@@ -186,6 +199,9 @@ class Waiter:
 
     def signal_locked(self) -> None:
         """Wake the waiter (caller holds the lock's guard)."""
+        if self.sched is not None:
+            self.sched.wake(self)
+            return
         if not self.woken:
             self.woken = True
             self._evt.release()
@@ -292,6 +308,14 @@ class LockBase:
     def _block(self, waiter: Waiter, deadline: float | None) -> bool:
         """Sleep until the lock is ours (True), the deadline passed (False) or cancellation."""
         mon = self._mon
+        sched = mon.scheduler
+        if sched is not None and sched.controls_caller():
+            try:
+                return bool(sched.lock_wait(self, waiter, deadline))
+            finally:
+                if self._wait is None:
+                    self._wait = Histogram()
+                self._wait.add(perf_counter() - waiter.since)
         signalled = False
         try:
             while True:

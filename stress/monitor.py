@@ -23,7 +23,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stress import diagnosis, escape
 from stress.config import Config
@@ -33,6 +33,7 @@ from stress.lockdep import LockClass, Lockdep
 from stress.locks import Mutex, TimedMutex
 from stress.report import CaseResult, Record, RunReport, chrome_events, open_records
 from stress.rwsem import RWSem
+from stress.sched.locks import ControlledMutex, ControlledRWSem, ControlledTimedMutex
 from stress.threads import (
     ThreadState,
     all_threads,
@@ -45,10 +46,16 @@ from stress.threads import (
 )
 from stress.verdicts import Verdict, VerdictBook
 from stress.walks import Walk
-from stress.watchdog import Watchdog
+from stress.watchdog import Watchdog, cycles
+
+if TYPE_CHECKING:
+    from stress.sched.core import Scheduler, Task
 
 #: How often run() looks at its workers while waiting for the budget to end.
 _RUN_TICK_S = 0.05
+#: A controlled run's wall-clock cap: duration_s times this, plus the slack.
+CONTROLLED_WALL_FACTOR = 20.0
+CONTROLLED_WALL_SLACK_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,8 @@ class Worker:
         self.result: Any = None
         self.error: BaseException | None = None
         self.state: ThreadState | None = None
+        #: The controlled scheduler's task of this thread (controlled runs only).
+        self.task: Task | None = None
         self.thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._start_lock = threading.Lock()
         self._started = False
@@ -107,16 +116,26 @@ class Worker:
 
     def _main(self) -> None:
         state = self.state = current()
-        self.mon.adopt(state)
-        if self.tracked:
-            state.tracked_by = self.mon
+        task, sched = self.task, self.mon.scheduler
+        if task is not None and sched is not None:
+            try:
+                sched.enter(task, state)  # parked until its first turn
+            except Cancelled:
+                sched.exit(task)
+                return
         try:
+            self.mon.adopt(state)
+            if self.tracked:
+                state.tracked_by = self.mon
             self.result = self._target(*self._args, **self._kwargs)
         except Cancelled:
             pass
         except BaseException as exc:  # recorded, never lost: a crash verdict
             self.error = exc
             self.mon.worker_crashed(state, exc)
+        finally:
+            if task is not None and sched is not None:
+                sched.exit(task)
 
 
 class Monitor:
@@ -131,8 +150,13 @@ class Monitor:
         report: RunReport | None = None,
         on_status: Callable[[Status], None] | None = None,
         emergency_dir: str | Path | None = None,
+        scheduler: Scheduler | None = None,
     ) -> None:
         self.config = (config or Config()).validate()
+        #: Controlled scheduling (one thread at a time, logical time), or None: free.
+        self.scheduler = scheduler
+        if scheduler is not None:
+            scheduler.attach(self)
         self.name = name
         self.meta: dict[str, Any] = dict(meta or {})
         self.report = report
@@ -185,7 +209,11 @@ class Monitor:
         self, lock_class: str, name: str | None = None, *, fair: bool = True, subclass: int = 0
     ) -> Mutex:
         """A new instrumented mutex (timed when config.timing is on)."""
-        kind = TimedMutex if self.config.timing else Mutex
+        kind: type[Mutex]
+        if self.scheduler is not None:
+            kind = ControlledTimedMutex if self.config.timing else ControlledMutex
+        else:
+            kind = TimedMutex if self.config.timing else Mutex
         return kind(lock_class, name, monitor=self, fair=fair, subclass=subclass)
 
     def spinlock(self, lock_class: str, name: str) -> Mutex:
@@ -194,7 +222,8 @@ class Monitor:
 
     def rwsem(self, lock_class: str, name: str | None = None, *, subclass: int = 0) -> RWSem:
         """A new instrumented reader-writer semaphore."""
-        return RWSem(lock_class, name, monitor=self, subclass=subclass)
+        kind = ControlledRWSem if self.scheduler is not None else RWSem
+        return kind(lock_class, name, monitor=self, subclass=subclass)
 
     # -- threads -------------------------------------------------------------------------
 
@@ -212,6 +241,9 @@ class Monitor:
         verdict_s without one is a livelock (if it keeps running) or a stall.
         """
         worker = Worker(self, target, args, kwargs, name or f"worker-{len(self._workers)}", tracked)
+        if self.scheduler is not None and not self.cancelled:
+            worker.task = self.scheduler.register(worker.name)
+            worker.name = worker.task.name
         self._workers.append(worker)
         self._nspawned += 1
         if self.running and not self.cancelled:
@@ -254,6 +286,8 @@ class Monitor:
         state.ops += n
         if self.cancelled:
             raise Cancelled(self.cancel_reason)
+        if self.scheduler is not None:
+            self.scheduler.progress()
 
     def checkpoint(self) -> None:
         """Raise Cancelled if the run is cancelled."""
@@ -261,7 +295,16 @@ class Monitor:
             raise Cancelled(self.cancel_reason)
 
     def pause(self, seconds: float) -> None:
-        """Sleep, idle by choice (never a stall); wakes at once and raises on cancellation."""
+        """Sleep, idle by choice (never a stall); wakes at once and raises on cancellation.
+
+        In a controlled run the sleep is logical (`Scheduler.steps_per_s`).
+        """
+        sched = self.scheduler
+        if sched is not None and sched.controls_caller():
+            sched.sleep(seconds)
+            if self.cancelled:
+                raise Cancelled(self.cancel_reason)
+            return
         state = current()
         state.idle = True
         try:
@@ -270,6 +313,33 @@ class Monitor:
             state.idle = False
         if cancelled:
             raise Cancelled(self.cancel_reason)
+
+    def yield_point(self, name: str) -> None:
+        """A scheduling point (controlled runs); nothing in a free-running one."""
+        sched = self.scheduler
+        if sched is not None:
+            sched.point(name)
+
+    def relax(self, name: str) -> None:
+        """The pause of a busy-wait loop: a controlled run lets someone else run first."""
+        sched = self.scheduler
+        if sched is not None:
+            sched.relax(name)
+
+    def wait_until(self, pred: Callable[[], bool], what: str, poll_s: float = 0.002) -> None:
+        """Wait until `pred()` holds (re-read at every switch, or every `poll_s` when free)."""
+        sched = self.scheduler
+        if sched is not None and sched.controls_caller():
+            sched.wait_until(pred, f"wait:{what}")
+            if self.cancelled:
+                raise Cancelled(self.cancel_reason)
+            return
+        while not pred():
+            self.pause(poll_s)
+
+    @property
+    def controlled(self) -> bool:
+        return self.scheduler is not None
 
     def walk(
         self, kind: str, subject: str, *, lock: Any | None = None, bound: int | None = None
@@ -372,7 +442,7 @@ class Monitor:
         if not self.running or self.cancelled or self._stop_at is not None:
             return
         self._stop_reason = f"{verdict.kind}: {verdict.summary}"
-        if self.config.linger_s <= 0:
+        if self.config.linger_s <= 0 or self.scheduler is not None:
             self.cancel(self._stop_reason)
         else:
             self._stop_at = perf_counter() + self.config.linger_s
@@ -412,13 +482,24 @@ class Monitor:
         self._status_at = self.t0 + self.config.status_every_s
         self._status_prev = (self.t0, 0, 0)
         self.running = True
+        if self.scheduler is not None:
+            # Logical time: no watchdog polls; the run's own thread watches for a task
+            # that stops reaching scheduling points (see _run_controlled).
+            self._backstop.arm(self._wall_cap_s() + self.config.grace_s + self.config.backstop_s)
+            return self
         self._backstop.arm(self.config.backstop_at_s)
         self._watchdog = Watchdog(self)
         self._watchdog.start()
         return self
 
+    def _wall_cap_s(self) -> float:
+        """A controlled run's wall-clock safety cap: far past what its steps should take."""
+        return self.config.duration_s * CONTROLLED_WALL_FACTOR + CONTROLLED_WALL_SLACK_S
+
     def run(self) -> CaseResult:
         """Run the spawned workers for the budget; cancel, join, stop, return the result."""
+        if self.scheduler is not None:
+            return self._run_controlled(self.scheduler)
         self.start()
         for worker in list(self._workers):
             worker.start()
@@ -433,6 +514,123 @@ class Monitor:
                 self._cancel_evt.wait(min(left, _RUN_TICK_S))
         self._join_workers()
         return self.stop()
+
+    def _run_controlled(self, sched: Scheduler) -> CaseResult:
+        """One thread at a time, switched by the scheduler; this thread only watches.
+
+        The run ends when the tasks end, the step budget is spent, a stopping verdict
+        is recorded, or no task can run.  A task that stops reaching scheduling points
+        (an endless loop the harness cannot see into, a wait on a lock it does not
+        know) is reported after verdict_s of wall time, with its stack.
+        """
+        self.start()
+        for worker in list(self._workers):
+            worker.start()
+        sched.begin()
+        cap = self.t0 + self._wall_cap_s()
+        last_step, last_t = -1, perf_counter()
+        while not sched.wait_done(_RUN_TICK_S):
+            now = perf_counter()
+            if sched.step != last_step:
+                last_step, last_t = sched.step, now
+            elif now - last_t >= self.config.verdict_s and not self.cancelled:
+                self._stuck_between_points(sched, now - last_t)
+            if now >= self._status_at:
+                self._status_at = now + self.config.status_every_s
+                self._status(now)
+            if now >= cap and not self.cancelled:
+                self.cancel(
+                    f"wall-clock cap ({self._wall_cap_s():g} s) before the step budget "
+                    f"({sched.max_steps:,} steps) was spent"
+                )
+            if self.cancelled and self.cancelled_at is not None:
+                break
+        if not self.cancelled:
+            self.cancel(sched.end_reason or "every worker finished")
+        self._join_workers()
+        return self.stop()
+
+    def _stuck_between_points(self, sched: Scheduler, idle_s: float) -> None:
+        task = sched.current
+        state = task.state if task is not None else None
+        if state is None:
+            return
+        snap = diagnosis.Snapshot.take(self)
+        holds = state.held_locks()
+        what = "holding " + ", ".join(x.name for x in holds) if holds else "holding no lock"
+        verdict = Verdict(
+            kind="stall",
+            summary=(
+                f"{state.name} ran {diagnosis.seconds(idle_s)} without reaching a scheduling "
+                f"point, {what}: at {where(snap.stack(state))}"
+            ),
+            source="watchdog",
+            threads=[state.name],
+            locks=[x.name for x in holds],
+            lock_classes=diagnosis.lock_classes(holds),
+            chain=[
+                diagnosis.chain_from(state, snap),
+                *diagnosis.waiters_behind(holds, snap, {state}),
+            ],
+            stacks=snap.stacks([state]),
+            evidence={"step": sched.step, "controlled": True},
+            culprits=[state.name],
+            at_s=snap.at_s,
+        )
+        self.record(verdict)
+        self.cancel(f"stall: {verdict.summary}")
+
+    def no_runnable(self, states: list[ThreadState]) -> None:
+        """Controlled run: nobody can run.  A wait-for cycle is a deadlock; else a stall."""
+        snap = diagnosis.Snapshot.take(self)
+        waiting = {s: w for s in states if (w := diagnosis.waiting_on(s)) is not None}
+        edges = {s: [b for b, _, _ in w.lock.blockers(w)] for s, w in waiting.items()}
+        found = cycles(edges)
+        for cycle in found:
+            verdict = diagnosis.deadlock([waiting[s] for s in cycle], snap)
+            verdict.evidence["step"] = self.scheduler.step if self.scheduler else 0
+            self.record(verdict, stop=True)
+        if found:
+            return
+        verdict = Verdict(
+            kind="stall",
+            summary="no thread can run: "
+            + "; ".join(diagnosis.chain_from(s, snap) for s in states[:4]),
+            source="watchdog",
+            threads=[s.name for s in states],
+            chain=[diagnosis.chain_from(s, snap) for s in states],
+            stacks=snap.stacks(states),
+            evidence={"step": self.scheduler.step if self.scheduler else 0},
+            culprits=[s.name for s in states],
+            at_s=snap.at_s,
+        )
+        self.record(verdict, stop=True)
+
+    def spinning(self, state: ThreadState | None, point: str, spins: int) -> None:
+        """Controlled run: a task went round a busy-wait `spins` times without progress."""
+        if state is None:
+            return
+        snap = diagnosis.Snapshot.take(self)
+        holds = state.held_locks()
+        behind = diagnosis.waiters_behind(holds, snap, {state})
+        holding = f", holding {', '.join(x.name for x in holds)}" if holds else ""
+        verdict = Verdict(
+            kind="livelock",
+            summary=(
+                f"{state.name} spins in {point!r}: {spins:,} turns without progress"
+                f"{holding}, at {where(snap.stack(state))}"
+            ),
+            source="watchdog",
+            threads=[state.name],
+            locks=[x.name for x in holds],
+            lock_classes=diagnosis.lock_classes(holds),
+            chain=[diagnosis.chain_from(state, snap), *behind],
+            stacks=snap.stacks([state]),
+            evidence={"point": point, "spins": spins, "controlled": True},
+            culprits=[state.name],
+            at_s=snap.at_s,
+        )
+        self.record(verdict)
 
     def _join_workers(self) -> None:
         assert self.cancelled_at is not None
@@ -463,6 +661,8 @@ class Monitor:
         self.cancelled_at = perf_counter()
         self.cancelled = True
         self._cancel_evt.set()
+        if self.scheduler is not None:
+            self.scheduler.cancel(reason)
         for state in self._watched():
             for walk in list(state.walks):
                 walk.cancel()
@@ -656,6 +856,11 @@ class Monitor:
                 "capacity": self.config.trace_events,
                 "kept": len(self.trace_ring) if self.trace_ring is not None else 0,
             },
+            "schedule": (
+                {"mode": "controlled", **self.scheduler.describe()}
+                if self.scheduler is not None
+                else {"mode": "free"}
+            ),
         }
 
     def _trace_events(self, now: float) -> list[dict[str, Any]]:

@@ -68,6 +68,9 @@ class CaseResult:
     errors: list[str] = field(default_factory=list)
     #: Chrome trace events of this case (pid 1; renumbered per case by the report).
     trace_events: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    #: A controlled run's reproducer (a `stress.sched.repro.Reproducer`), when it found
+    #: something; the application saves it and puts its path in meta["reproducer"].
+    reproducer: Any = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {k: self.meta.get(k) for k in META_ORDER if k in self.meta}

@@ -246,7 +246,7 @@ class Watchdog:
         ex_locks: set[int],
     ) -> None:
         edges = {s: [b for b, _, _ in w.lock.blockers(w)] for s, w in waiting.items()}
-        for cycle in _cycles(edges):
+        for cycle in cycles(edges):
             waiters = [waiting[s] for s in cycle]
             if not self._still_blocked(cycle, waiters):
                 continue
@@ -388,7 +388,7 @@ class Watchdog:
         active.threads = list(dict.fromkeys(active.threads + fresh.threads))
 
 
-def _cycles(edges: dict[ThreadState, list[ThreadState]]) -> list[list[ThreadState]]:
+def cycles(edges: dict[ThreadState, list[ThreadState]]) -> list[list[ThreadState]]:
     """Cycles of a small wait-for graph, one per back edge found by depth-first search."""
     found: dict[frozenset[ThreadState], list[ThreadState]] = {}
     done: set[ThreadState] = set()

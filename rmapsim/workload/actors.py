@@ -27,7 +27,7 @@ from rmapsim.audit import audit
 from rmapsim.errors import KernelDefect, ListLoop
 from rmapsim.kernel import Kernel
 from rmapsim.lists import describe_node
-from rmapsim.program import null_deref
+from rmapsim.program import null_deref, prot_text
 from rmapsim.stale import MEMORY_MODULES
 from rmapsim.structs import PAGE_SIZE, VM_EXEC, VM_READ, VM_WRITE
 from rmapsim.sync import ThreadingSync
@@ -65,15 +65,22 @@ class Gate:
     """Operations go through it shared; the auditor takes it alone, stopping the world.
 
     Writer-preferring, with a bounded wait: an auditor that cannot stop the world in
-    time (a thread is stuck inside an operation) gives up on that audit.
+    time (a thread is stuck inside an operation) gives up on that audit.  In a
+    controlled run (one thread at a time) the waits go through the scheduler.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, mon: Any = None) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._active = 0
         self._closing = False
+        self._mon = mon if mon is not None and getattr(mon, "controlled", False) else None
 
     def enter(self) -> None:
+        if self._mon is not None:
+            if self._closing:
+                self._mon.wait_until(lambda: not self._closing, "gate")
+            self._active += 1
+            return
         with self._cond:
             while self._closing:
                 self._cond.wait(0.05)
@@ -86,6 +93,10 @@ class Gate:
                 self._cond.notify_all()
 
     def close(self, timeout: float) -> bool:
+        if self._mon is not None:
+            self._closing = True
+            self._mon.wait_until(lambda: self._active == 0, "gate close")
+            return True
         with self._cond:
             self._closing = True
             deadline = time.monotonic() + timeout
@@ -125,6 +136,8 @@ class World:
         self.scn = scn
         self.mon = mon
         self.seed = seed
+        controlled = bool(getattr(mon, "controlled", False))
+        self.controlled = controlled
         # Instrumented: the monitor's locks (holders, waiters, lockdep, lock_stat) and
         # tracked walks.  Without: plain threading locks and untracked walks, the
         # baseline the instrumentation's cost is measured against.
@@ -136,12 +149,18 @@ class World:
             slab_page_bytes=scn.memory.slab_page_bytes,
             min_partial=scn.memory.min_partial,
             walk_tracker=self.track if instrumented else None,
+            walk_step=self.walk_point if controlled else None,
             on_loop=self.on_loop if instrumented else None,
-            yield_point=self.yield_point,
+            yield_point=mon.yield_point if controlled else self.yield_point,
             on_event=self.report,
         )
+        if controlled:
+            self.k.relax_point = mon.relax
+        self._walk_points: dict[str, str] = {}
+        #: Every operation each thread performed, in order (a controlled run's program).
+        self.oplog: dict[str, list[str]] | None = {} if controlled else None
         self.tls = threading.local()
-        self.gate = Gate()
+        self.gate = Gate(mon)
         self.lock = threading.Lock()
         self.procs: dict[str, Proc] = {}
         self.serial = 0
@@ -164,6 +183,13 @@ class World:
         rng = getattr(self.tls, "rng", None)
         if rng is not None and rng.random() < self.scn.yields.probability:
             time.sleep(0)
+
+    def walk_point(self, st: WalkState) -> None:
+        """Controlled runs: every list-walk step is a scheduling point."""
+        name = self._walk_points.get(st.what)
+        if name is None:
+            name = self._walk_points[st.what] = f"walk:{st.what}"
+        self.mon.yield_point(name)
 
     def track(self, st: WalkState) -> Any:
         lock = st.lock if hasattr(st.lock, "lock_class") else None
@@ -218,7 +244,11 @@ class World:
         self.mon.report_defect(exc.kind, exc.summary, evidence=evidence, exc=exc)
 
     def op(self, name: str, fn: Callable[[], Any]) -> Any:
-        self.k.mem.set_thread_site(f"{threading.current_thread().name}: {name}")
+        me = threading.current_thread().name
+        self.k.mem.set_thread_site(f"{me}: {name}")
+        if self.oplog is not None:
+            self.mon.yield_point("op:" + name.split(" ", 1)[0])
+            self.oplog.setdefault(me, []).append(name)
         self.gate.enter()
         try:
             return fn()
@@ -316,12 +346,15 @@ class World:
             )
             return
         prot = rng.choice(PROTS)
+        how = prot_text(prot)
         if what == "mmap":
-            self.op(f"mmap {name} {addr:#x} {n}", lambda: k.mmap(name, addr, n, prot))
+            self.op(f"mmap {name} {addr:#x} {n} {how}", lambda: k.mmap(name, addr, n, prot))
             with proc.lock:
                 proc.mapped.update({p: prot for p in range(page, page + n)})
         elif what == "mprotect":
-            self.op(f"mprotect {name} {addr:#x} {n}", lambda: k.mprotect(name, addr, n, prot))
+            self.op(
+                f"mprotect {name} {addr:#x} {n} {how}", lambda: k.mprotect(name, addr, n, prot)
+            )
             with proc.lock:
                 for p in range(page, page + n):
                     if p in proc.mapped:
@@ -335,10 +368,13 @@ class World:
     def exit_process(self, proc: Proc) -> None:
         """exit_group: stop the other threads, then the last mmput (exit_mmap)."""
         proc.dying.set()
-        with proc.idle:
-            while proc.running > 0:
-                proc.idle.wait(0.05)
-                self.mon.checkpoint()
+        if self.controlled:
+            self.mon.wait_until(lambda: proc.running == 0, f"{proc.name} threads")
+        else:
+            with proc.idle:
+                while proc.running > 0:
+                    proc.idle.wait(0.05)
+                    self.mon.checkpoint()
         self.op(f"exit {proc.name}", lambda: self.k.exit(proc.name))
         with self.lock:
             self.procs.pop(proc.name, None)

@@ -32,6 +32,8 @@ OVERRIDE_FLAGS: dict[str, str] = {
     "threads.threads_per_process": "--threads",
     "threads.reclaim_walkers": "--reclaim",
     "yield.probability": "--yield-prob",
+    "schedule.mode": "--schedule",
+    "schedule.strategy": "--strategy",
 }
 #: [watchdog] keys: stress.Config's fields, but the run budget is scenario.duration_s.
 WATCHDOG_KEYS = tuple(f.name for f in dataclasses.fields(Config) if f.name != "duration_s")
@@ -124,6 +126,31 @@ class Yields:
 
 
 @dataclass(frozen=True)
+class Schedule:
+    """Who decides thread switches: the OS (free) or the harness (controlled)."""
+
+    mode: str = "free"  # free | controlled
+    strategy: str = "pct"  # pct | random | round-robin (controlled only)
+    depth: int = 3  # PCT bug depth
+    window: int = 5_000  # PCT: priorities and change points drawn afresh every N steps
+    preempt_prob: float = 0.05  # random: chance of a preemption at each scheduling point
+    quantum: int = 50  # round-robin: scheduling points per turn
+    steps_per_s: int = 20_000  # logical time: scheduling steps in one second of a scenario
+    spin_limit: int = 2_000  # busy-wait turns without progress before a livelock verdict
+
+    @property
+    def controlled(self) -> bool:
+        return self.mode == "controlled"
+
+    def strategy_params(self) -> dict[str, Any]:
+        if self.strategy == "pct":
+            return {"depth": self.depth, "window": self.window}
+        if self.strategy == "random":
+            return {"p": self.preempt_prob}
+        return {"quantum": self.quantum}
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     path: str
@@ -137,6 +164,7 @@ class Scenario:
     workload: Workload = Workload()
     memory: MemoryModel = MemoryModel()
     yields: Yields = Yields()
+    schedule: Schedule = Schedule()
     watchdog: Mapping[str, Any] = field(default_factory=dict)
     #: Overrides applied on top of the file, as (key path, value), so that a replay
     #: command can repeat them.
@@ -168,6 +196,10 @@ class Scenario:
         applied = dict(self.overrides)
         applied.update({k: v for k, v in changes.items() if v is not None})
         return dataclasses.replace(built, overrides=tuple(applied.items()))
+
+    def to_raw(self) -> dict[str, Any]:
+        """The scenario as the tables of a file (what a reproducer embeds)."""
+        return _to_raw(self)
 
     def override_flags(self, *, skip: tuple[str, ...] = ("variants", "seeds")) -> list[str]:
         """The command-line options that repeat this scenario's overrides."""
@@ -225,7 +257,25 @@ _TABLES: dict[str, tuple[type, dict[str, Check]]] = {
             "atomic_windows": _boolean,
         },
     ),
+    "schedule": (
+        Schedule,
+        {
+            "mode": _choice("free", "controlled"),
+            "strategy": _choice("pct", "random", "round-robin"),
+            "depth": _number(1, 16, integer=True),
+            "window": _number(10, 100_000_000, integer=True),
+            "preempt_prob": _number(1e-6, 1.0),
+            "quantum": _number(1, 1_000_000, integer=True),
+            "steps_per_s": _number(100, 10_000_000, integer=True),
+            "spin_limit": _number(10, 100_000_000, integer=True),
+        },
+    ),
 }
+
+
+def scenario_from_raw(raw: Mapping[str, Any], path: str) -> Scenario:
+    """A scenario from file tables (an embedded copy), validated like a file."""
+    return _build(raw, path)
 
 
 def _to_raw(s: Scenario) -> dict[str, Any]:
@@ -243,6 +293,7 @@ def _to_raw(s: Scenario) -> dict[str, Any]:
         "workload": dataclasses.asdict(s.workload),
         "memory": dataclasses.asdict(s.memory),
         "yield": dataclasses.asdict(s.yields),
+        "schedule": dataclasses.asdict(s.schedule),
         "watchdog": dict(s.watchdog),
     }
 
@@ -331,6 +382,7 @@ def _build(raw: Mapping[str, Any], path: str, where_prefix: str = "") -> Scenari
         workload=tables["workload"],
         memory=tables["memory"],
         yields=tables["yield"],
+        schedule=tables["schedule"],
         watchdog=watchdog,
         **values,
     )
