@@ -307,6 +307,14 @@ class Kernel:
             return swap.shrink_all(self)
         return swap.swapout_range(self, self.task(name), addr, npages * PAGE_SIZE)
 
+    def reclaim(self, pfn: int) -> int:
+        """kswapd on one page frame: 1 when freed, 0 when kept, -EINVAL if no such frame."""
+        from rmapsim import swap
+
+        if pfn >= len(self.pages.mem_map):
+            return -22
+        return int(swap.reclaim(self, self.pages.mem_map[pfn], force=False))
+
     def referenced(self, name: str, addr: int, npages: int) -> int:
         from rmapsim import swap
 

@@ -1,7 +1,8 @@
 """Programs: operation sequences in a line format, and the single-threaded runner.
 
 The format (one operation a line, ``#`` starts a comment, blank lines ignored,
-numbers decimal or 0x hex, addresses page-aligned, 4096-byte pages)::
+a ``#`` inside a word - ``page#3`` - is part of it; numbers decimal or 0x hex, addresses
+page-aligned, 4096-byte pages)::
 
     spawn P                  # a new process with an empty address space
     mmap P 0x10000 4 rw      # private anonymous mapping, MAP_FIXED; prot: letters of rwx, or -
@@ -13,6 +14,7 @@ numbers decimal or 0x hex, addresses page-aligned, 4096-byte pages)::
     swapout P 0x10000 4      # reclaim the pages mapped there
     swapout all              # reclaim every anonymous page (a hibernation image)
     referenced P 0x10000 4   # a page_referenced walk on the pages mapped there
+    reclaim page#3           # kswapd: isolate page frame 3 from the LRU and try to reclaim it
 
 `parse_program` checks everything that can be checked without running (syntax,
 alignment, processes that exist); `run_program` executes it on a fresh kernel and
@@ -33,7 +35,18 @@ from rmapsim.structs import PAGE_SIZE, VM_EXEC, VM_READ, VM_WRITE
 from rmapsim.sync import SingleThreadSync
 from rmapsim.variants import Variant, parse_variant
 
-OPS = ("spawn", "mmap", "munmap", "mprotect", "touch", "fork", "exit", "swapout", "referenced")
+OPS = (
+    "spawn",
+    "mmap",
+    "munmap",
+    "mprotect",
+    "touch",
+    "fork",
+    "exit",
+    "swapout",
+    "referenced",
+    "reclaim",
+)
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*$")
 _ERRNO = {-1: "EPERM", -12: "ENOMEM", -13: "EACCES", -14: "EFAULT", -22: "EINVAL"}
 
@@ -66,6 +79,8 @@ class Op:
             return f"fork {self.proc} {self.child}"
         if self.name == "swapout" and self.proc is None:
             return "swapout all"
+        if self.name == "reclaim":
+            return f"reclaim page#{self.npages}"
         base = f"{self.name} {self.proc} {self.addr:#x} {self.npages}"
         if self.name in ("mmap", "mprotect"):
             return f"{base} {prot_text(self.prot)}"
@@ -77,6 +92,15 @@ class Op:
 def prot_text(prot: int) -> str:
     text = "".join(c for c, b in (("r", VM_READ), ("w", VM_WRITE), ("x", VM_EXEC)) if prot & b)
     return text or "-"
+
+
+_COMMENT = re.compile(r"(?:^|(?<=\s))#")
+
+
+def strip_comment(raw: str) -> str:
+    """The line without its comment: '#' at the start or after a space (page#3 is a name)."""
+    m = _COMMENT.search(raw)
+    return (raw[: m.start()] if m else raw).strip()
 
 
 def _number(text: str, what: str, err: Any) -> int:
@@ -101,12 +125,18 @@ def _prot(text: str, err: Any) -> int:
     return prot
 
 
-def parse_program(text: str, source: str = "<program>") -> list[Op]:
-    """Parse and statically check a program; raises ProgramError on the first bad line."""
+def parse_program(
+    text: str, source: str = "<program>", *, static_procs: bool = True
+) -> list[Op]:
+    """Parse and statically check a program; raises ProgramError on the first bad line.
+
+    `static_procs=False` skips the checks that processes exist (a concurrent program's
+    lanes act on processes other lanes create).
+    """
     ops: list[Op] = []
     alive: set[str] = set()
     for lineno, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
+        line = strip_comment(raw)
         if not line:
             continue
 
@@ -132,6 +162,12 @@ def parse_program(text: str, source: str = "<program>") -> list[Op]:
                 ops.append(Op(lineno, "swapout", None, text=line))
                 continue
             want = 3
+        elif name == "reclaim":
+            if len(args) != 1:
+                raise err("reclaim takes 1 argument: reclaim page#PFN")
+            pfn = _number(args[0].removeprefix("page#"), "page frame number", err)
+            ops.append(Op(lineno, "reclaim", None, npages=pfn, text=line))
+            continue
         else:
             want = arity[name]
         if len(args) != want:
@@ -153,12 +189,12 @@ def parse_program(text: str, source: str = "<program>") -> list[Op]:
                 f"bad process name {proc!r} (a letter or _, then letters, digits, _ . -; not 'all')"
             )
         if name == "spawn":
-            if proc in alive:
+            if proc in alive and static_procs:
                 raise err(f"process {proc} already exists")
             alive.add(proc)
             ops.append(Op(lineno, name, proc, text=line))
             continue
-        if proc not in alive:
+        if proc not in alive and static_procs:
             raise err(f"no process {proc} (spawn or fork it first)")
         if name == "exit":
             alive.discard(proc)
@@ -168,7 +204,7 @@ def parse_program(text: str, source: str = "<program>") -> list[Op]:
             child = args[1]
             if not _NAME.match(child) or child == "all":
                 raise err(f"bad process name {child!r}")
-            if child in alive:
+            if child in alive and static_procs:
                 raise err(f"process {child} already exists")
             alive.add(child)
             ops.append(Op(lineno, name, proc, child=child, text=line))
@@ -257,7 +293,7 @@ def apply(k: Kernel, op: Op) -> int:
     if op.name == "spawn":
         k.spawn(op.proc or "")
         return 0
-    assert op.proc is not None or op.name == "swapout"
+    assert op.proc is not None or op.name in ("swapout", "reclaim")
     if op.name == "mmap":
         return k.mmap(op.proc, op.addr, op.npages, op.prot)  # type: ignore[arg-type]
     if op.name == "munmap":
@@ -274,6 +310,8 @@ def apply(k: Kernel, op: Op) -> int:
         return min(0, k.swapout(op.proc, op.addr, op.npages))
     if op.name == "referenced":
         return min(0, k.referenced(op.proc, op.addr, op.npages))  # type: ignore[arg-type]
+    if op.name == "reclaim":
+        return min(0, k.reclaim(op.npages))
     raise AssertionError(op.name)
 
 

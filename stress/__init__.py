@@ -33,6 +33,8 @@ from stress.locks import Mutex, TimedMutex
 from stress.monitor import Monitor, Status, Worker, default_monitor
 from stress.report import CaseResult, RunReport
 from stress.rwsem import RWSem
+from stress.sched.core import Scheduler, yield_point
+from stress.sched.explore import ExploreResult, explore, replay
 from stress.verdicts import Verdict
 from stress.walks import Walk
 
@@ -45,6 +47,7 @@ __all__ = [
     "CaseResult",
     "Config",
     "ConfigError",
+    "ExploreResult",
     "LadderError",
     "LockClass",
     "LockError",
@@ -53,6 +56,7 @@ __all__ = [
     "NotOwnerError",
     "RWSem",
     "RunReport",
+    "Scheduler",
     "SelfDeadlockError",
     "Status",
     "StressError",
@@ -62,4 +66,7 @@ __all__ = [
     "Walk",
     "Worker",
     "default_monitor",
+    "explore",
+    "replay",
+    "yield_point",
 ]

@@ -72,6 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--memory", choices=("reuse", "kasan"), default="reuse")
     p.add_argument("-o", "--output", metavar="FILE", help="also write the minimal program here")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        metavar="N",
+        help="search concurrent programs of N threads under controlled schedules (default: "
+        "sequential programs)",
+    )
+
+    from stress import cmd_programs
+
+    cmd_programs.add_shrink_parser(sub)
     return parser
 
 
@@ -81,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    from stress import cmd_model, cmd_replay, cmd_run
+    from stress import cmd_model, cmd_programs, cmd_replay, cmd_run
 
     handlers = {
         "list": cmd_model.cmd_list,
@@ -89,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "hunt": cmd_model.cmd_hunt,
         "run": cmd_run.cmd_run,
         "replay": cmd_replay.cmd_replay,
+        "shrink": cmd_programs.cmd_shrink,
     }
     try:
         return handlers[args.command](args)

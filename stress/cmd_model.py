@@ -9,6 +9,7 @@ import sys
 import time
 from typing import Any
 
+from rmapsim.cprogram import is_concurrent
 from rmapsim.errors import ModelError
 from rmapsim.hunt import hunt
 from rmapsim.program import ExecResult, ProgramError, parse_program, run_program
@@ -126,6 +127,10 @@ def _describe(result: ExecResult, program: str, args: argparse.Namespace) -> lis
 def cmd_exec(args: argparse.Namespace) -> int:
     variants = _variants(args.variant)
     text, source = _read(args.program)
+    if is_concurrent(text):
+        from stress.cmd_programs import exec_concurrent
+
+        return exec_concurrent(args, text, source, variants)
     try:
         ops = parse_program(text, source)
     except ProgramError as exc:
@@ -186,6 +191,10 @@ def cmd_hunt(args: argparse.Namespace) -> int:
     if args.budget_s <= 0:
         raise UsageError("--budget-s must be positive")
     v = variants[0]
+    if args.threads:
+        from stress.cmd_programs import hunt_threads
+
+        return hunt_threads(args, v)
     last = [time.monotonic()]
 
     def progress(examples: int, elapsed: float) -> None:
@@ -226,3 +235,10 @@ def cmd_hunt(args: argparse.Namespace) -> int:
         sys.stderr.write(f"written to {args.output}\n")
         print(f"# replay: {replay_command(args.output, v, args.memory)}")
     return EXIT_DEFECT
+
+
+def replay_program(rep: Any, path: str) -> Any:
+    """A program reproducer: run its concurrent program (see stress.cmd_programs)."""
+    from stress.cmd_programs import replay_program as run
+
+    return run(rep, path)

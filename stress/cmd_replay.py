@@ -70,7 +70,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     else:
         from stress.sched.explore import replay_function
 
-        result, diverged, stale = replay_function(rep, args.file)
+        try:
+            result, diverged, stale = replay_function(rep, args.file)
+        except ReproducerError as exc:
+            raise UsageError(str(exc)) from None
     recorded = rep.verdict
     verdicts = sorted(result.verdicts, key=lambda v: v.at_s)
     got = verdict_record(verdicts[0]) if verdicts else None

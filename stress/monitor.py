@@ -50,6 +50,7 @@ from stress.watchdog import Watchdog, cycles
 
 if TYPE_CHECKING:
     from stress.sched.core import Scheduler, Task
+    from stress.sched.pool import ThreadPool
 
 #: How often run() looks at its workers while waiting for the budget to end.
 _RUN_TICK_S = 0.05
@@ -94,7 +95,12 @@ class Worker:
         self.state: ThreadState | None = None
         #: The controlled scheduler's task of this thread (controlled runs only).
         self.task: Task | None = None
-        self.thread = threading.Thread(target=self._main, name=name, daemon=True)
+        pool = mon.pool
+        self.thread: Any = (
+            pool.thread(self._main, name)
+            if pool is not None
+            else threading.Thread(target=self._main, name=name, daemon=True)
+        )
         self._start_lock = threading.Lock()
         self._started = False
 
@@ -107,7 +113,7 @@ class Worker:
 
     @property
     def alive(self) -> bool:
-        return self.thread.is_alive()
+        return bool(self.thread.is_alive())
 
     @property
     def finished(self) -> bool:
@@ -151,10 +157,15 @@ class Monitor:
         on_status: Callable[[Status], None] | None = None,
         emergency_dir: str | Path | None = None,
         scheduler: Scheduler | None = None,
+        pool: ThreadPool | None = None,
+        backstop: bool = True,
     ) -> None:
         self.config = (config or Config()).validate()
         #: Controlled scheduling (one thread at a time, logical time), or None: free.
         self.scheduler = scheduler
+        #: Workers run on these parked threads instead of new ones (exploration).
+        self.pool = pool
+        self._use_backstop = backstop
         if scheduler is not None:
             scheduler.attach(self)
         self.name = name
@@ -319,6 +330,12 @@ class Monitor:
         sched = self.scheduler
         if sched is not None:
             sched.point(name)
+
+    def mark(self, name: str) -> None:
+        """An operation boundary, then a scheduling point `name` (controlled runs)."""
+        sched = self.scheduler
+        if sched is not None:
+            sched.mark(name)
 
     def relax(self, name: str) -> None:
         """The pause of a busy-wait loop: a controlled run lets someone else run first."""
@@ -485,7 +502,10 @@ class Monitor:
         if self.scheduler is not None:
             # Logical time: no watchdog polls; the run's own thread watches for a task
             # that stops reaching scheduling points (see _run_controlled).
-            self._backstop.arm(self._wall_cap_s() + self.config.grace_s + self.config.backstop_s)
+            if self._use_backstop:
+                self._backstop.arm(
+                    self._wall_cap_s() + self.config.grace_s + self.config.backstop_s
+                )
             return self
         self._backstop.arm(self.config.backstop_at_s)
         self._watchdog = Watchdog(self)

@@ -127,62 +127,20 @@ class Proc:
         self.idle = threading.Condition(threading.Lock())
 
 
-class World:
-    """The kernel of one case and every actor that puts it under load."""
+class KernelHarness:
+    """What every real-thread driver of a kernel shares: its hooks into the Monitor.
 
-    def __init__(
-        self, scn: Scenario, variant: Variant, mon: Any, seed: int, *, instrumented: bool = True
-    ) -> None:
-        self.scn = scn
-        self.mon = mon
-        self.seed = seed
-        controlled = bool(getattr(mon, "controlled", False))
-        self.controlled = controlled
-        # Instrumented: the monitor's locks (holders, waiters, lockdep, lock_stat) and
-        # tracked walks.  Without: plain threading locks and untracked walks, the
-        # baseline the instrumentation's cost is measured against.
-        self.k = Kernel(
-            variant,
-            memory=scn.memory.mode,
-            sync=mon if instrumented else ThreadingSync(),
-            debug_list=scn.memory.debug_list,
-            slab_page_bytes=scn.memory.slab_page_bytes,
-            min_partial=scn.memory.min_partial,
-            walk_tracker=self.track if instrumented else None,
-            walk_step=self.walk_point if controlled else None,
-            on_loop=self.on_loop if instrumented else None,
-            yield_point=mon.yield_point if controlled else self.yield_point,
-            on_event=self.report,
-        )
-        if controlled:
-            self.k.relax_point = mon.relax
+    Walk tracking (and, controlled, a scheduling point per step), endless walks kept
+    spinning as the CPU did, and defects reported with the raising thread's stack.
+    """
+
+    k: Kernel
+    mon: Any
+    internal_errors: list[str]
+
+    def __init__(self) -> None:
         self._walk_points: dict[str, str] = {}
-        #: Every operation each thread performed, in order (a controlled run's program).
-        self.oplog: dict[str, list[str]] | None = {} if controlled else None
-        self.tls = threading.local()
-        self.gate = Gate(mon)
-        self.lock = threading.Lock()
-        self.procs: dict[str, Proc] = {}
-        self.serial = 0
-        self.audits = 0
-        self.audit_skips = 0
-        self.internal_errors: list[str] = []
-        wl = scn.workload
-        self.ops = [
-            ("touch", wl.touch),
-            ("mmap", wl.mmap),
-            ("mprotect", wl.mprotect),
-            ("munmap", wl.munmap),
-            ("fork", wl.fork),
-            ("exit", wl.exit),
-        ]
-
-    # -- hooks the kernel calls --------------------------------------------------------
-
-    def yield_point(self, where: str) -> None:
-        rng = getattr(self.tls, "rng", None)
-        if rng is not None and rng.random() < self.scn.yields.probability:
-            time.sleep(0)
+        self.internal_errors = []
 
     def walk_point(self, st: WalkState) -> None:
         """Controlled runs: every list-walk step is a scheduling point."""
@@ -204,11 +162,6 @@ class World:
         return False
 
     # -- plumbing ----------------------------------------------------------------------
-
-    def rng(self, name: str) -> random.Random:
-        rng = random.Random(f"{self.seed}/{name}")
-        self.tls.rng = rng
-        return rng
 
     def guarded(self, body: Callable[[], None]) -> None:
         """Run an actor; a defect of the modelled kernel is reported, as an oops would be.
@@ -243,12 +196,77 @@ class World:
             evidence["kernel_path"] = path
         self.mon.report_defect(exc.kind, exc.summary, evidence=evidence, exc=exc)
 
-    def op(self, name: str, fn: Callable[[], Any]) -> Any:
+
+class World(KernelHarness):
+    """The kernel of one case and every actor that puts it under load."""
+
+    def __init__(
+        self, scn: Scenario, variant: Variant, mon: Any, seed: int, *, instrumented: bool = True
+    ) -> None:
+        super().__init__()
+        self.scn = scn
+        self.mon = mon
+        self.seed = seed
+        controlled = bool(getattr(mon, "controlled", False))
+        self.controlled = controlled
+        # Instrumented: the monitor's locks (holders, waiters, lockdep, lock_stat) and
+        # tracked walks.  Without: plain threading locks and untracked walks, the
+        # baseline the instrumentation's cost is measured against.
+        self.k = Kernel(
+            variant,
+            memory=scn.memory.mode,
+            sync=mon if instrumented else ThreadingSync(),
+            debug_list=scn.memory.debug_list,
+            slab_page_bytes=scn.memory.slab_page_bytes,
+            min_partial=scn.memory.min_partial,
+            walk_tracker=self.track if instrumented else None,
+            walk_step=self.walk_point if controlled else None,
+            on_loop=self.on_loop if instrumented else None,
+            yield_point=mon.yield_point if controlled else self.yield_point,
+            on_event=self.report,
+        )
+        if controlled:
+            self.k.relax_point = mon.relax
+        #: Every operation each thread performed, in order (a controlled run's program).
+        self.oplog: dict[str, list[str]] | None = {} if controlled else None
+        self.tls = threading.local()
+        self.gate = Gate(mon)
+        self.lock = threading.Lock()
+        self.procs: dict[str, Proc] = {}
+        self.serial = 0
+        self.audits = 0
+        self.audit_skips = 0
+        wl = scn.workload
+        self.ops = [
+            ("touch", wl.touch),
+            ("mmap", wl.mmap),
+            ("mprotect", wl.mprotect),
+            ("munmap", wl.munmap),
+            ("fork", wl.fork),
+            ("exit", wl.exit),
+        ]
+
+    # -- hooks the kernel calls --------------------------------------------------------
+
+    def yield_point(self, where: str) -> None:
+        rng = getattr(self.tls, "rng", None)
+        if rng is not None and rng.random() < self.scn.yields.probability:
+            time.sleep(0)
+
+    def rng(self, name: str) -> random.Random:
+        rng = random.Random(f"{self.seed}/{name}")
+        self.tls.rng = rng
+        return rng
+
+    def op(self, name: str, fn: Callable[[], Any], before: Callable[[], Any] | None = None) -> Any:
+        """One operation: its mark (controlled runs), `before` (a wait it starts with), `fn`."""
         me = threading.current_thread().name
         self.k.mem.set_thread_site(f"{me}: {name}")
         if self.oplog is not None:
-            self.mon.yield_point("op:" + name.split(" ", 1)[0])
             self.oplog.setdefault(me, []).append(name)
+            self.mon.mark("op:" + name.split(" ", 1)[0])
+        if before is not None:
+            before()
         self.gate.enter()
         try:
             return fn()
@@ -368,14 +386,22 @@ class World:
     def exit_process(self, proc: Proc) -> None:
         """exit_group: stop the other threads, then the last mmput (exit_mmap)."""
         proc.dying.set()
+        name = f"exit {proc.name}"
         if self.controlled:
-            self.mon.wait_until(lambda: proc.running == 0, f"{proc.name} threads")
+            # The wait belongs to the exit operation: a schedule names it "in op K".
+            self.op(
+                name,
+                lambda: self.k.exit(proc.name),
+                before=lambda: self.mon.wait_until(
+                    lambda: proc.running == 0, f"{proc.name} threads"
+                ),
+            )
         else:
             with proc.idle:
                 while proc.running > 0:
                     proc.idle.wait(0.05)
                     self.mon.checkpoint()
-        self.op(f"exit {proc.name}", lambda: self.k.exit(proc.name))
+            self.op(name, lambda: self.k.exit(proc.name))
         with self.lock:
             self.procs.pop(proc.name, None)
         self.mon.progress()

@@ -5,15 +5,27 @@ next, `stress.sched.schedule` for schedule and reproducer files.
 """
 
 from stress.sched.core import Scheduler, Switch, Task
-from stress.sched.strategies import PCT, STRATEGIES, RandomWalk, Replay, RoundRobin, Strategy, make
+from stress.sched.strategies import (
+    PCT,
+    STRATEGIES,
+    MarkedReplay,
+    RandomWalk,
+    Replay,
+    RoundRobin,
+    Stop,
+    Strategy,
+    make,
+)
 
 __all__ = [
     "PCT",
     "STRATEGIES",
+    "MarkedReplay",
     "RandomWalk",
     "Replay",
     "RoundRobin",
     "Scheduler",
+    "Stop",
     "Strategy",
     "Switch",
     "Task",

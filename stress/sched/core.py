@@ -31,6 +31,8 @@ from __future__ import annotations
 import _thread
 import contextlib
 import heapq
+import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,10 +68,12 @@ class Task:
     """One thread of a controlled run."""
 
     __slots__ = (
+        "base",
         "blocked_on",
         "counts",
         "deadline",
         "index",
+        "marks",
         "name",
         "pred",
         "sem",
@@ -91,6 +95,9 @@ class Task:
         self.status = NEW
         #: Arrivals at each named point (the schedule names switches by them).
         self.counts: dict[str, int] = {}
+        #: Marks passed (operation boundaries), and the counts at the last one.
+        self.marks = 0
+        self.base: dict[str, int] = {}
         self.steps = 0
         self.wake_at = 0
         self.blocked_on: Waiter | None = None
@@ -121,6 +128,12 @@ class Switch:
     n: int
     to: str
     why: str
+    #: Where `task` was in its own code ("file.py:12 in func"), for timelines.
+    site: str = ""
+    #: Marks (operation boundaries) `task` had passed, and its arrivals at `point`
+    #: since the last one: "in its 3rd operation, the 2nd time it reached `point`".
+    mark: int = 0
+    since: int = 0
 
     def to_list(self) -> list[Any]:
         return [self.step, self.task, self.point, self.n, self.to, self.why]
@@ -188,6 +201,7 @@ class Scheduler:
         task.state = state
         self.by_state[state] = task
         _tls.task = task
+        _tls.sched = self
         self._park(task)
 
     def begin(self) -> None:
@@ -235,7 +249,10 @@ class Scheduler:
 
     def _switch(self, task: Task, nxt: Task, name: str, n: int, why: str) -> None:
         if self.record:
-            self.switches.append(Switch(self.step, task.name, name, n, nxt.name, why))
+            since = n - task.base.get(name, 0)
+            self.switches.append(
+                Switch(self.step, task.name, name, n, nxt.name, why, _site(), task.marks, since)
+            )
         self._next_event = min(self.strategy.next_event(self), self._sleep_event())
         self.current = nxt
         nxt.sem.release()
@@ -327,6 +344,23 @@ class Scheduler:
         if task.spin > self.spin_limit and self.mon is not None and not self.cancelled:
             self.mon.spinning(task.state, name, task.spin)
         self._event(task, name, n, RELAX)
+
+    def mark(self, name: str) -> None:
+        """An operation boundary of the calling task, then a scheduling point `name`.
+
+        Switches remember the marks passed and the arrivals since the last one, so a
+        schedule can say "in its 3rd operation, at the 2nd `lock:anon_vma`" - which
+        stays true when other operations are added or removed.
+        """
+        task = self._me()
+        if task is None:
+            if self.cancelled:
+                raise Cancelled(self._reason())
+            return
+        task.marks += 1
+        task.base = dict(task.counts)
+        self.strategy.on_mark(self, task)
+        self.point(name)
 
     def progress(self) -> None:
         task = self._me()
@@ -495,3 +529,27 @@ class Scheduler:
 
 def now_s() -> float:
     return time.perf_counter()
+
+
+_HARNESS = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_MEMORY = ("rmapsim" + os.sep + "slab.py", "rmapsim" + os.sep + "stale.py")
+
+
+def _site() -> str:
+    """The innermost frame of the switching thread outside the harness (and memory plumbing)."""
+    f = sys._getframe(2)
+    while f is not None:
+        name = f.f_code.co_filename
+        if not name.startswith(_HARNESS) and not name.endswith(_MEMORY) and "threading" not in name:
+            return f"{os.path.basename(name)}:{f.f_lineno} in {f.f_code.co_name}"
+        f = f.f_back  # type: ignore[assignment]
+    return ""
+
+
+def yield_point(name: str) -> None:
+    """An explicit scheduling point in user code (a no-op outside a controlled run)."""
+    try:
+        sched: Scheduler = _tls.sched
+    except AttributeError:
+        return
+    sched.point(name)

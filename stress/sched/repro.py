@@ -159,6 +159,10 @@ class Reproducer:
                 "tasks": list(tasks),
                 "points": list(points),
                 "switches": rows,
+                # Where each switching task was (for reading; replay ignores it).
+                "sites": [s.site for s in self.switches],
+                # [operations the task had begun, arrivals at the point since the last]
+                "marks": [[s.mark, s.since] for s in self.switches],
             },
             "verdict": self.verdict,
             "source": self.source,
@@ -213,6 +217,25 @@ class Reproducer:
             raise bad("schedule.switches: expected a list")
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise bad("schedule.steps: expected a whole number")
+        sites = sch.get("sites")
+        if sites is not None and (
+            not isinstance(sites, list)
+            or len(sites) != len(rows)
+            or not all(isinstance(x, str) for x in sites)
+        ):
+            raise bad("schedule.sites: expected one string per switch")
+        marks = sch.get("marks")
+        if marks is not None and (
+            not isinstance(marks, list)
+            or len(marks) != len(rows)
+            or not all(
+                isinstance(m, list)
+                and len(m) == 2
+                and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in m)
+                for m in marks
+            )
+        ):
+            raise bad("schedule.marks: expected one [operations, arrivals] pair per switch")
         switches = []
         for i, row in enumerate(rows):
             ok = (
@@ -230,7 +253,8 @@ class Reproducer:
                           f"next task, why] with valid indexes, got {row!r}")
             switches.append(
                 Switch(row[0], tasks[row[1]], points[row[2]], row[3], tasks[row[4]],
-                       WHYS[row[5]])
+                       WHYS[row[5]], sites[i] if sites else "",
+                       marks[i][0] if marks else 0, marks[i][1] if marks else 0)
             )
         return cls(
             kind=kind,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from stress.sched.core import DONE, EXIT, PREEMPT, RELAX, START, Switch, Task
@@ -50,6 +51,9 @@ class Strategy:
         pass
 
     def on_wake(self, sched: Scheduler, task: Task) -> None:
+        pass
+
+    def on_mark(self, sched: Scheduler, task: Task) -> None:
         pass
 
     def next_event(self, sched: Scheduler) -> int:
@@ -258,8 +262,21 @@ class Replay(Strategy):
         self.exact = exact
         self.diverged: list[str] = []
 
+    # -- the switch in force, and moving past it ----------------------------------------
+
     def _armed(self) -> Switch | None:
         return self.switches[self.i] if self.i < len(self.switches) else None
+
+    def _first(self) -> str | None:
+        return self.switches[0].task if self.switches else None
+
+    def _advance(self, sched: Scheduler) -> None:
+        self.i += 1
+        self._arm(sched)
+
+    def _successor(self, sched: Scheduler, done: Switch) -> Task | None:
+        """Who runs after the switch `done` (its recorded next task)."""
+        return sched.by_name.get(done.to)
 
     def _arm(self, sched: Scheduler) -> None:
         for t in sched.tasks:
@@ -295,12 +312,18 @@ class Replay(Strategy):
         point: str,
         n: int,
     ) -> Task:
-        sw = self._armed()
         if why == START:
-            first = sched.by_name.get(self.switches[0].task) if self.switches else None
-            return first if first in cands else cands[0]
-        here = cur is not None and sw is not None and sw.task == cur.name
-        matches = here and sw is not None and sw.point == point and sw.n == n
+            first = sched.by_name.get(self._first() or "")
+            self._arm(sched)
+            return first if first is not None and first in cands else cands[0]
+        sw = self._armed()
+        matches = (
+            cur is not None
+            and sw is not None
+            and sw.task == cur.name
+            and sw.point == point
+            and sw.n == n
+        )
         if self.exact and sw is not None and sched.step >= sw.step and not matches:
             self._note(
                 f"step {sched.step:,}: the schedule says {sw.task} stops at arrival "
@@ -310,24 +333,130 @@ class Replay(Strategy):
             self.exact = False
             self._arm(sched)
         if matches and sw is not None:
-            self.i += 1
-            self._arm(sched)
-            nxt = sched.by_name.get(sw.to)
-            if nxt in cands:
-                assert nxt is not None
+            self._advance(sched)
+            nxt = self._successor(sched, sw)
+            if nxt is not None and nxt in cands:
                 return nxt
-            self._note(f"step {sched.step:,}: {sw.to} should run next but cannot")
+            if why != EXIT or nxt is None:
+                self._note(f"step {sched.step:,}: {sw.to} should run next but cannot")
         if cur is not None and cur in cands and why not in (RELAX, EXIT):
             return cur
-        if sw is not None and not matches:
-            # Forced off before its recorded switch: prefer the task the record runs next.
+        sw = self._armed()
+        if sw is not None:
+            # Forced off: prefer the task the schedule runs now.
             wanted = sched.by_name.get(sw.task)
             if wanted is not None and wanted in cands and wanted is not cur:
                 return wanted
+        return self._fallback(sched, cur, cands)
+
+    def _fallback(self, sched: Scheduler, cur: Task | None, cands: list[Task]) -> Task:
         return _others(cur, cands)[0]
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "exact": self.exact, "switches": len(self.switches)}
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Run `task` until, in its `mark`-th operation, it reaches `point` the `n`-th time
+    (mark None: until it ends); then `then` runs."""
+
+    task: str
+    mark: int | None
+    point: str
+    n: int
+    then: str
+
+
+class MarkedReplay(Replay):
+    """Replay stops named by operation (mark) rather than by cumulative arrival.
+
+    A stop becomes a concrete switch once its task is inside the named operation
+    (its arrivals at the point are counted from the operation's start), so stops
+    stay valid when other operations are added or removed.
+    """
+
+    name = "program"
+
+    def __init__(self, stops: Sequence[Stop]) -> None:
+        super().__init__([], exact=False)
+        self.stops = list(stops)
+        self.cur: Switch | None = None
+
+    def _first(self) -> str | None:
+        return self.stops[0].task if self.stops else None
+
+    def _armed(self) -> Switch | None:
+        return self.cur
+
+    def _advance(self, sched: Scheduler) -> None:
+        self.i += 1
+        self._arm(sched)
+
+    def _arm(self, sched: Scheduler) -> None:
+        for t in sched.tasks:
+            t.until = None
+        self.cur = None
+        while self.i < len(self.stops):
+            stop = self.stops[self.i]
+            task = sched.by_name.get(stop.task)
+            if task is not None and task.status == DONE:
+                self.i += 1  # it ended: whatever the record still had it do was nothing
+                continue
+            if stop.mark is None:
+                self.cur = Switch(0, stop.task, "exit", 1, stop.then, "exit")
+                return
+            if task is None or task.marks < stop.mark:
+                # Not there yet: a placeholder that cannot match until on_mark arms it.
+                self.cur = Switch(0, stop.task, stop.point, -1, stop.then, "preempt")
+                return
+            if task.marks == stop.mark:
+                n = task.base.get(stop.point, 0) + stop.n
+                seen = task.counts.get(stop.point, 0)
+                if seen < n:
+                    self.cur = Switch(0, stop.task, stop.point, n, stop.then, "preempt")
+                    task.until = (stop.point, n)
+                    return
+                if seen == n and task is not sched.current:
+                    # Parked right there already: the stop holds at once, nothing runs.
+                    self.i += 1
+                    continue
+            self._note(
+                f"{stop.task} is past operation {stop.mark} at {stop.point!r} "
+                f"({ordinal_text(stop.n)}): stop skipped"
+            )
+            self.i += 1
+
+    def on_new(self, sched: Scheduler, task: Task) -> None:
+        if self.cur is not None and self.cur.task == task.name:
+            self._arm(sched)
+
+    def _fallback(self, sched: Scheduler, cur: Task | None, cands: list[Task]) -> Task:
+        """Off the record: the task whose next stop comes soonest, as in the recording;
+        a task the schedule no longer names comes last."""
+        pool = _others(cur, cands)
+        soonest: dict[str, int] = {}
+        for j in range(self.i, len(self.stops)):
+            soonest.setdefault(self.stops[j].task, j)
+        return min(pool, key=lambda t: (soonest.get(t.name, len(self.stops)), t.index))
+
+    def _successor(self, sched: Scheduler, done: Switch) -> Task | None:
+        # Stops that held at once were skipped: the next one's task runs now.
+        if self.cur is not None:
+            return sched.by_name.get(self.cur.task)
+        return sched.by_name.get(done.to)
+
+    def on_mark(self, sched: Scheduler, task: Task) -> None:
+        if self.i < len(self.stops) and self.stops[self.i].task == task.name:
+            self._arm(sched)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "stops": len(self.stops)}
+
+
+def ordinal_text(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def make(name: str, seed: int, **params: Any) -> Strategy:
