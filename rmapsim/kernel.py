@@ -295,7 +295,8 @@ class Kernel:
     def exit(self, name: str) -> int:
         from rmapsim import fork
 
-        mm = self.tasks.pop(name)
+        mm = self.task(name)
+        del self.tasks[name]
         fork.do_exit(self, mm)
         return 0
 

@@ -139,6 +139,17 @@ def replay_program(rep: Reproducer, path: str) -> tuple[CaseResult, list[str]]:
     return r.case, r.diverged
 
 
+def _memory_flags(kw: dict[str, Any]) -> list[str]:
+    out = []
+    if kw.get("slab_page_bytes", 4096) != 4096:
+        out += ["--slab-page-bytes", str(kw["slab_page_bytes"])]
+    if kw.get("min_partial", 5) != 5:
+        out += ["--min-partial", str(kw["min_partial"])]
+    if kw.get("debug_list"):
+        out.append("--debug-list")
+    return out
+
+
 def _write(path: str, text: str) -> None:
     try:
         Path(path).write_text(text, encoding="utf-8")
@@ -215,13 +226,7 @@ def cmd_shrink(args: argparse.Namespace) -> int:
     )
     final = run_concurrent(best, v, memory, **kw)
     fv = final.first
-    extra = []
-    if kw.get("slab_page_bytes", 4096) != 4096:
-        extra += ["--slab-page-bytes", str(kw["slab_page_bytes"])]
-    if kw.get("min_partial", 5) != 5:
-        extra += ["--min-partial", str(kw["min_partial"])]
-    if kw.get("debug_list"):
-        extra.append("--debug-list")
+    extra = _memory_flags(kw)
     out_path = args.output or "PROGRAM"
     header = (
         f"shrunk from {args.reproducer}: {stats.before_threads} threads, {stats.before_ops} "
@@ -239,7 +244,7 @@ def cmd_shrink(args: argparse.Namespace) -> int:
 
 
 def hunt_threads(args: argparse.Namespace, v: Variant) -> int:
-    from rmapsim.workload.chunt import hunt_concurrent
+    from rmapsim.workload.chunt import MEMORY, hunt_concurrent
 
     last = [time.monotonic()]
 
@@ -274,7 +279,7 @@ def hunt_threads(args: argparse.Namespace, v: Variant) -> int:
         f"programs; shrunk from {h.original_threads} threads, {h.original_ops} operations, "
         f"{h.original_preemptions} preemptions\n"
         f"defect: {fv.kind + ': ' + fv.summary if fv else 'none'}\n"
-        f"run it: {exec_command(path, v, args.memory, [])}"
+        f"run it: {exec_command(path, v, args.memory, _memory_flags(MEMORY))}"
     )
     text = h.program.render(header)
     print(text, end="")

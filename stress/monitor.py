@@ -343,16 +343,30 @@ class Monitor:
         if sched is not None:
             sched.relax(name)
 
-    def wait_until(self, pred: Callable[[], bool], what: str, poll_s: float = 0.002) -> None:
-        """Wait until `pred()` holds (re-read at every switch, or every `poll_s` when free)."""
+    def wait_until(
+        self,
+        pred: Callable[[], bool],
+        what: str,
+        poll_s: float = 0.002,
+        timeout_s: float | None = None,
+    ) -> bool:
+        """Wait until `pred()` holds (re-read at every switch, or every `poll_s` when free).
+
+        With `timeout_s`, give up (False) after that long; in a controlled run a wait
+        with a timeout gives up when no thread could run otherwise.
+        """
         sched = self.scheduler
         if sched is not None and sched.controls_caller():
-            sched.wait_until(pred, f"wait:{what}")
+            ok = sched.wait_until(pred, f"wait:{what}", timeout=timeout_s is not None)
             if self.cancelled:
                 raise Cancelled(self.cancel_reason)
-            return
+            return ok
+        deadline = None if timeout_s is None else perf_counter() + timeout_s
         while not pred():
+            if deadline is not None and perf_counter() >= deadline:
+                return False
             self.pause(poll_s)
+        return True
 
     @property
     def controlled(self) -> bool:

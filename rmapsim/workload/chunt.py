@@ -22,13 +22,13 @@ from hypothesis import strategies as st
 from hypothesis.errors import Flaky
 
 from rmapsim.cprogram import ConcurrentProgram
-from rmapsim.hunt import PROCS, PROTS, WINDOW_BASE, WINDOW_PAGES, programs, translate
+from rmapsim.hunt import PROTS, WINDOW_BASE, WINDOW_PAGES, programs, translate
 from rmapsim.program import Op
 from rmapsim.structs import PAGE_SIZE
 from rmapsim.variants import Variant, parse_variant
 from rmapsim.workload.lanes import LanesResult, run_concurrent, segments_from
 from rmapsim.workload.shrink import ShrinkStats, preemptions, shrink_program
-from stress.sched import RandomWalk
+from stress.sched import HotRandomWalk
 from stress.sched.pool import ThreadPool
 
 _LANE_OPS = (
@@ -42,6 +42,9 @@ _LANE_OPS = (
     ("fork", 1),
 )
 _LANE_NAMES = tuple(name for name, w in _LANE_OPS for _ in range(w))
+#: Small slab pages, recycled at once: freed memory is reused soon, as under pressure.
+MEMORY: dict[str, Any] = {"slab_page_bytes": 768, "min_partial": 0}
+SCHEDULES_PER_PROGRAM = 3
 
 
 def lane_ops(raw: list[tuple[Any, ...]], procs: list[str], lane: str) -> list[Op]:
@@ -107,12 +110,14 @@ def hunt_concurrent(
             prog,
             v,
             memory,
-            strategy=RandomWalk(sched_seed, p=0.25),
+            strategy=HotRandomWalk(sched_seed, p=0.05, p_hot=0.5),
             max_steps=max_steps,
             pool=pool,
         )
 
-    def build(prologue_raw: list[tuple[Any, ...]], lanes_raw: list[list[Any]]) -> Any:
+    def build(
+        prologue_raw: list[tuple[Any, ...]], lanes_raw: list[list[Any]], same: bool
+    ) -> Any:
         prologue = translate(prologue_raw)
         procs = [op.proc for op in prologue if op.name == "spawn"] + [
             op.child for op in prologue if op.name == "fork"
@@ -120,12 +125,16 @@ def hunt_concurrent(
         live = [p for p in procs if p is not None]
         if not live:
             return None
+        if same:  # symmetric threads: the same code racing with itself
+            lanes_raw = [lanes_raw[0]] * len(lanes_raw)
         lanes = {f"t{i}": lane_ops(raw, live, f"t{i}") for i, raw in enumerate(lanes_raw)}
         return ConcurrentProgram(prologue, {k: x for k, x in lanes.items() if x}, [])
 
+    # Threads race when they work on the same process and pages: most draws pick the
+    # first process, and writes (which fault in new anon_vmas) are as likely as reads.
     lane_op = st.tuples(
         st.sampled_from(_LANE_NAMES),
-        st.integers(0, len(PROCS) - 1),
+        st.sampled_from((0, 0, 0, 1, 2)),
         st.integers(0, WINDOW_PAGES - 1),
         st.integers(1, 3),
         st.integers(0, len(PROTS) - 1),
@@ -134,18 +143,25 @@ def hunt_concurrent(
     target: list[tuple[str, str]] = []
 
     def test(
-        prologue_raw: list[tuple[Any, ...]], lanes_raw: list[list[Any]], sched_seed: int
+        prologue_raw: list[tuple[Any, ...]],
+        lanes_raw: list[list[Any]],
+        same: bool,
+        sched_seed: int,
     ) -> None:
         if time.monotonic() >= deadline:
             return
         out.examples += 1
         if on_progress is not None and out.examples % 50 == 0:
             on_progress(out.examples, time.monotonic() - t0)
-        prog = build(prologue_raw, lanes_raw)
+        prog = build(prologue_raw, lanes_raw, same)
         if prog is None or not prog.lanes:
             return
-        res = run(prog, sched_seed)
-        key = res.key()
+        # A few schedules per program: the right program fails under many interleavings.
+        for k in range(SCHEDULES_PER_PROGRAM):
+            res = run(prog, sched_seed + k)
+            key = res.key()
+            if key is not None and res.case.outcome != "error":
+                break
         if key is None or res.case.outcome == "error":
             return
         if not target:
@@ -173,6 +189,7 @@ def hunt_concurrent(
                 st.lists(
                     st.lists(lane_op, min_size=1, max_size=5), min_size=threads, max_size=threads
                 ),
+                st.booleans(),
                 st.integers(0, 2**32 - 1),
             )(test)
         )
@@ -188,7 +205,7 @@ def hunt_concurrent(
     scheduled = ConcurrentProgram(
         prog.prologue, prog.lanes, segments_from(res.switches, prog.lanes)
     )
-    check = run_concurrent(scheduled, v, memory, max_steps=max_steps, pool=pool)
+    check = run_concurrent(scheduled, v, memory, max_steps=max_steps, pool=pool, **MEMORY)
     if check.key() != key:  # the recorded schedule did not carry over: keep the seed's run
         scheduled = prog
     out.original_ops = scheduled.operations
@@ -207,6 +224,6 @@ def hunt_concurrent(
     else:
         best = scheduled
     out.program = best
-    out.result = run_concurrent(best, v, memory, max_steps=max_steps, pool=pool)
+    out.result = run_concurrent(best, v, memory, max_steps=max_steps, pool=pool, **MEMORY)
     out.elapsed_s = time.monotonic() - t0
     return out

@@ -125,21 +125,32 @@ class Lanes(KernelHarness):
             owner = name.split("/", 1)[0] if "/" in name else None
             if owner is not None and owner not in self.k.tasks:
                 # A thread of a process that does not exist yet: it starts with it.
-                self.mon.wait_until(lambda: owner in self.k.tasks, f"{owner} exists")
+                self.mon.wait_until(lambda: owner in self.k.tasks, f"{owner} exists", timeout_s=1)
             for op in ops:
                 self.mon.mark(f"op:{op.name}")
-                self._wait_for(name, op)
+                if not self._wait_for(name, op):
+                    self.errors.append(
+                        {"thread": name, "op": op.render(), "error": f"no process {op.proc}"}
+                    )
+                    continue
                 if not self._one(name, op):
                     return
                 self.mon.progress()
         finally:
             self.finished.add(name)
 
-    def _wait_for(self, lane: str, op: Op) -> None:
+    def _wait_for(self, lane: str, op: Op) -> bool:
+        """Wait for what `op` needs; False when its process never comes to exist."""
         k = self.k
         proc = op.proc
-        if proc is not None and op.name != "spawn" and proc not in k.tasks:
-            self.mon.wait_until(lambda: proc in k.tasks, f"{proc} exists")
+        # Another lane may still create it; if nobody can, the call fails (ENOENT).
+        if (
+            proc is not None
+            and op.name != "spawn"
+            and proc not in k.tasks
+            and not self.mon.wait_until(lambda: proc in k.tasks, f"{proc} exists", timeout_s=1)
+        ):
+            return False
         if op.name == "exit" and proc is not None:
             siblings = [
                 n for n in self.prog.lanes if n != lane and n.split("/", 1)[0] == proc
@@ -148,6 +159,7 @@ class Lanes(KernelHarness):
                 self.mon.wait_until(
                     lambda: all(s in self.finished for s in siblings), f"{proc} threads"
                 )
+        return True
 
     def _one(self, lane: str, op: Op) -> bool:
         text = op.render()

@@ -8,6 +8,7 @@ from stress.sched.core import Scheduler, Switch, Task
 from stress.sched.strategies import (
     PCT,
     STRATEGIES,
+    HotRandomWalk,
     MarkedReplay,
     RandomWalk,
     Replay,
@@ -20,6 +21,7 @@ from stress.sched.strategies import (
 __all__ = [
     "PCT",
     "STRATEGIES",
+    "HotRandomWalk",
     "MarkedReplay",
     "RandomWalk",
     "Replay",

@@ -275,11 +275,12 @@ class Scheduler:
                 self.step = max(self.step, wake_at)  # nobody can run: time passes
                 self._wake_sleepers()
                 continue
-            timed = [t for t in self.tasks if t.status == BLOCKED and t.deadline]
+            timed = [t for t in self.tasks if t.status in (BLOCKED, WAITING) and t.deadline]
             if timed:
                 t = timed[0]
                 t.timed_out = True
                 t.status = RUNNABLE
+                t.pred = None
                 continue
             waiting = [t for t in self.tasks if t.status in (BLOCKED, WAITING)]
             if waiting and not self.cancelled:
@@ -378,15 +379,26 @@ class Scheduler:
         heapq.heappush(self._sleepers, (task.wake_at, task))
         self._leave(task, name, SLEEP)
 
-    def wait_until(self, pred: Callable[[], bool], name: str) -> None:
-        """Wait (not runnable) until `pred()` holds; it is re-read whenever tasks switch."""
+    def wait_until(self, pred: Callable[[], bool], name: str, *, timeout: bool = False) -> bool:
+        """Wait (not runnable) until `pred()` holds; it is re-read whenever tasks switch.
+
+        With `timeout`, the wait gives up (False) once no task can run otherwise.
+        """
         task = self._me()
         if task is None:
-            return
-        while not pred():
-            task.status = WAITING
-            task.pred = pred
-            self._leave(task, name, WAIT)
+            return bool(pred())
+        try:
+            while not pred():
+                task.status = WAITING
+                task.pred = pred
+                task.deadline = timeout
+                self._leave(task, name, WAIT)
+                if task.timed_out:
+                    return False
+            return True
+        finally:
+            task.deadline = False
+            task.timed_out = False
 
     def lock_wait(self, lock: LockBase, waiter: Waiter, deadline: float | None) -> bool:
         """The controlled form of LockBase._block: not runnable until a release wakes us."""

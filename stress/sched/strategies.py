@@ -197,6 +197,55 @@ class RandomWalk(Strategy):
         return {"name": self.name, "seed": self.seed, "p": self.p}
 
 
+class HotRandomWalk(Strategy):
+    """A random walk that preempts far more often at the code's own race windows.
+
+    At a point `hot(name)` calls hot (the model's yield points, say) the running task
+    is preempted with probability `p_hot`, elsewhere with `p`.  Every point is an
+    event, so this is for short programs (hunting), not long workloads.
+    """
+
+    name = "random-hot"
+
+    def __init__(
+        self, seed: int = 0, *, p: float = 0.02, p_hot: float = 0.5, hot: Any = None
+    ) -> None:
+        super().__init__(seed)
+        self.p = p
+        self.p_hot = p_hot
+        self.hot = hot if hot is not None else _model_point
+
+    def next_event(self, sched: Scheduler) -> int:
+        return sched.step + 1
+
+    def pick(
+        self,
+        sched: Scheduler,
+        cur: Task | None,
+        cands: list[Task],
+        why: str,
+        point: str,
+        n: int,
+    ) -> Task:
+        if why == PREEMPT and cur is not None and cur in cands:
+            p = self.p_hot if self.hot(point) else self.p
+            if self.rng.random() >= p:
+                return cur
+        pool = _others(cur, cands) if why in (RELAX, PREEMPT) else cands
+        return pool[self.rng.randrange(len(pool))]
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "seed": self.seed, "p": self.p, "p_hot": self.p_hot}
+
+
+_HARNESS_POINTS = ("lock:", "unlock:", "down_", "up_", "walk:", "op:", "wait:", "sleep", "exit")
+
+
+def _model_point(name: str) -> bool:
+    """A yield point the code under test named itself (not a lock, walk or wait)."""
+    return not name.startswith(_HARNESS_POINTS)
+
+
 def _log(x: float) -> float:
     import math
 
