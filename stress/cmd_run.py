@@ -68,6 +68,14 @@ def add_parser(sub: Any) -> None:
         choices=("pct", "random", "round-robin"),
         help="controlled scheduling strategy (default: the scenario's, else pct)",
     )
+    p.add_argument(
+        "--reproduce",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="after a free-running case finds a defect, spend up to S seconds finding a "
+        "controlled schedule that replays it exactly (0: do not; default: 60)",
+    )
     p.add_argument("--logs", metavar="DIR", default="logs", help="where the run folder goes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar, status lines only")
 
@@ -202,6 +210,42 @@ def _table(scn: Scenario, cases: list[CaseResult], width: int) -> str:
     return "\n".join(lines)
 
 
+def determinize(
+    scn: Scenario, variant: str, seed: int, case: CaseResult, budget_s: float, progress: Any
+) -> None:
+    """Turn a free-running defect into a controlled reproducer of the same verdict."""
+    from rmapsim.workload.determinize import find_controlled
+
+    first = min(case.verdicts, key=lambda v: v.at_s)
+    progress.print(f"{progress.case}: looking for a controlled schedule that shows it ...")
+    found = find_controlled(
+        scn,
+        variant,
+        seed,
+        first.kind,
+        first.signature,
+        budget_s=budget_s,
+        within_s=3 * (case.first_defect_s or 0.0) + 1.0,
+    )
+    if found.result is not None and found.result.reproducer is not None:
+        case.reproducer = found.result.reproducer
+        case.meta["reproduced"] = {
+            "attempts": found.attempts,
+            "seconds": round(found.seconds, 2),
+            "strategy": found.result.meta.get("strategy"),
+        }
+        progress.print(
+            f"{progress.case}: reproduced deterministically ({found.attempts} controlled "
+            f"run(s), {found.seconds:.1f} s)"
+        )
+    else:
+        case.meta["reproduced"] = None
+        progress.print(
+            f"{progress.case}: not reproduced deterministically in {found.seconds:.0f} s "
+            f"({found.attempts} controlled runs)"
+        )
+
+
 def save_reproducer(case: CaseResult, folder: Path) -> None:
     """Write a controlled case's reproducer into the run folder; note its path in the case."""
     case.meta["reproducer"] = None
@@ -247,6 +291,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                     index += 1
                     progress.start_case(index, f"{scn.name}: {variant} seed {seed}", scn.duration_s)
                     case = run_case(scn, variant, seed, report=report, on_status=progress.status)
+                    if not scn.schedule.controlled and case.verdicts and args.reproduce > 0:
+                        determinize(scn, variant, seed, case, args.reproduce, progress)
                     save_reproducer(case, folder)
                     report.write()  # after every case: nothing is lost if a later one hangs
                     cases.append(case)

@@ -115,10 +115,39 @@ class Lanes(KernelHarness):
         self.k.relax_point = mon.relax
         self.errors: list[dict[str, Any]] = []
         self.finished: set[str] = set()
+        #: Audit I1-I7 whenever no thread is inside an operation (as exec does per line).
+        self.check = False
+        self.active = 0
+        self.seen: set[tuple[Any, ...]] = set()
+        self.invariants: list[dict[str, Any]] = []
 
     def prologue(self) -> bool:
         """Run the prologue alone; False when it hit a defect (the lanes then never run)."""
-        return all(self._one("main", op) for op in self.prog.prologue)
+        for op in self.prog.prologue:
+            if not self._one("main", op) or not self.audit("main", op):
+                return False
+        return True
+
+    def audit(self, lane: str, op: Op) -> bool:
+        """At a quiescent moment: check the invariants; False when one is broken."""
+        if not self.check or self.active:
+            return True
+        self.k.mem.quiesce()
+        fresh = [v for v in audit(self.k) if v.key not in self.seen]
+        if not fresh:
+            return True
+        self.seen.update(v.key for v in fresh)
+        self.invariants += [{**v.to_dict(), "summary": v.summary} for v in fresh]
+        first = fresh[0]
+        self.mon.report_defect(
+            "invariant",
+            f"{first.title}: {first.summary}",
+            evidence={
+                "after": f"{lane}: {op.render()}",
+                "violations": [f"{v.title}: {v.summary}" for v in fresh[:6]],
+            },
+        )
+        return False
 
     def lane(self, name: str, ops: Sequence[Op]) -> None:
         try:
@@ -133,7 +162,12 @@ class Lanes(KernelHarness):
                         {"thread": name, "op": op.render(), "error": f"no process {op.proc}"}
                     )
                     continue
-                if not self._one(name, op):
+                self.active += 1
+                try:
+                    ok = self._one(name, op)
+                finally:
+                    self.active -= 1
+                if not ok or not self.audit(name, op):
                     return
                 self.mon.progress()
         finally:
@@ -228,6 +262,7 @@ def run_concurrent(
         slab_page_bytes=slab_page_bytes,
         min_partial=min_partial,
     )
+    lanes.check = check
     ran = lanes.prologue()
     if ran:
         for name, ops in prog.lanes.items():
@@ -236,21 +271,19 @@ def run_concurrent(
         for name in prog.lanes:  # never started: nothing of theirs runs
             lanes.finished.add(name)
     case = mon.run()
-    invariants: list[dict[str, Any]] = []
-    if check and not case.verdicts and ran:
+    invariants = list(lanes.invariants)
+    if check and not case.verdicts and ran:  # what the threads left behind
         lanes.k.mem.quiesce()
-        for viol in audit(lanes.k):
-            invariants.append(viol.to_dict())
-        if invariants:
-            first = invariants[0]
+        fresh = [v for v in audit(lanes.k) if v.key not in lanes.seen]
+        invariants += [{**v.to_dict(), "summary": v.summary} for v in fresh]
+        if fresh:
             case.verdicts.append(
                 Verdict(
                     kind="invariant",
-                    summary=f"{first.get('title', first.get('invariant'))}: "
-                    f"{first.get('summary', '')}",
+                    summary=f"{fresh[0].title}: {fresh[0].summary}",
                     source="defect",
                     threads=["audit"],
-                    evidence={"violations": invariants[:6]},
+                    evidence={"violations": [f"{v.title}: {v.summary}" for v in fresh[:6]]},
                     culprits=["audit"],
                     at_s=case.duration_s,
                 )

@@ -243,7 +243,7 @@ class Scheduler:
         self._wake_sleepers()
         nxt = self._choose(task, why, name, n)
         if nxt is None or nxt is task:
-            self._next_event = min(self.strategy.next_event(self), self._sleep_event())
+            self._rearm()
             return
         self._switch(task, nxt, name, n, why)
 
@@ -253,7 +253,7 @@ class Scheduler:
             self.switches.append(
                 Switch(self.step, task.name, name, n, nxt.name, why, _site(), task.marks, since)
             )
-        self._next_event = min(self.strategy.next_event(self), self._sleep_event())
+        self._rearm()
         self.current = nxt
         nxt.sem.release()
         if task.status != DONE:
@@ -272,6 +272,9 @@ class Scheduler:
                 return self.strategy.pick(self, task, cands, why, name, n)
             if self._sleepers:
                 wake_at = self._sleepers[0][0]
+                if wake_at >= self.max_steps:  # nobody runs again within the budget
+                    self.step = self.max_steps
+                    self._end_of_budget()
                 self.step = max(self.step, wake_at)  # nobody can run: time passes
                 self._wake_sleepers()
                 continue
@@ -308,6 +311,10 @@ class Scheduler:
             if t.status == SLEEPING:
                 t.status = RUNNABLE
                 self.strategy.on_wake(self, t)
+
+    def _rearm(self) -> None:
+        """The next step at which the running task must stop and ask the strategy."""
+        self._next_event = min(self.strategy.next_event(self), self._sleep_event(), self.max_steps)
 
     def _sleep_event(self) -> int:
         return self._sleepers[0][0] if self._sleepers else self.max_steps
@@ -461,7 +468,7 @@ class Scheduler:
                 raise Cancelled(self._reason())
             raise AssertionError("scheduler found no task and no deadlock")  # pragma: no cover
         if nxt is task:
-            self._next_event = min(self.strategy.next_event(self), self._sleep_event())
+            self._rearm()
             return
         self._switch(task, nxt, name, n, why)
 
