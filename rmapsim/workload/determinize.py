@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
 from rmapsim.workload.case import run_case, watchdog_config
 from rmapsim.workload.scenario import Scenario, Schedule
 from stress import CaseResult
 
 #: Strategies tried in turn (each with fresh seeds): quick preemptions first.
-TRIES: tuple[tuple[str, dict[str, float]], ...] = (
+TRIES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("random", {"preempt_prob": 0.05}),
     ("pct", {}),
     ("random", {"preempt_prob": 0.2}),
