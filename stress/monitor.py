@@ -34,6 +34,7 @@ from stress.locks import Mutex, TimedMutex
 from stress.report import CaseResult, Record, RunReport, chrome_events, open_records
 from stress.rwsem import RWSem
 from stress.sched.locks import ControlledMutex, ControlledRWSem, ControlledTimedMutex
+from stress.sched.timeline import trace_events as schedule_events
 from stress.threads import (
     ThreadState,
     all_threads,
@@ -906,9 +907,13 @@ class Monitor:
         records = list(ring) + open_records(states + others, self, now)
         names = {s.tid: s.name for s in states + others}
         process = " ".join(f"{k}={self.meta[k]}" for k in ("variant", "seed") if k in self.meta)
-        return chrome_events(
+        events = chrome_events(
             records, pid=1, base=self.t0, process=process or self.name, threads=names
         )
+        sched = self.scheduler
+        if sched is not None and sched.switches:
+            events += schedule_events(sched.switches, pid=1, base=self.t0, start=self.t0, end=now)
+        return events
 
     def close(self) -> None:
         """Alias of stop() for callers that only want the run ended."""

@@ -154,6 +154,16 @@ def _case_text(index: int, total: int, case: CaseResult) -> list[str]:
             lines += body[1:]
     else:
         lines.append("No verdicts: nothing hung, nothing was reported.")
+    rep = case.reproducer
+    if rep is not None and getattr(rep, "switches", None):
+        from stress.sched.timeline import timeline_lines
+
+        lines.append("")
+        lines.append(
+            "The interleaving that led to it (controlled schedule; the last stretches, "
+            "who ran until which point):"
+        )
+        lines += [f"  {x}" for x in timeline_lines(rep.switches, rep.steps)]
     if case.late:
         lines.append("")
         lines.append(

@@ -134,6 +134,8 @@ class Switch:
     #: since the last one: "in its 3rd operation, the 2nd time it reached `point`".
     mark: int = 0
     since: int = 0
+    #: perf_counter() at the switch (for trace.json; not kept in reproducer files).
+    t: float = 0.0
 
     def to_list(self) -> list[Any]:
         return [self.step, self.task, self.point, self.n, self.to, self.why]
@@ -251,7 +253,18 @@ class Scheduler:
         if self.record:
             since = n - task.base.get(name, 0)
             self.switches.append(
-                Switch(self.step, task.name, name, n, nxt.name, why, _site(), task.marks, since)
+                Switch(
+                    self.step,
+                    task.name,
+                    name,
+                    n,
+                    nxt.name,
+                    why,
+                    _site(),
+                    task.marks,
+                    since,
+                    time.perf_counter(),
+                )
             )
         self._rearm()
         self.current = nxt
@@ -551,16 +564,24 @@ def now_s() -> float:
 
 
 _HARNESS = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-_MEMORY = ("rmapsim" + os.sep + "slab.py", "rmapsim" + os.sep + "stale.py")
+#: Frames that only carry a scheduling point for the code above them (memory plumbing,
+#: the walk machinery, yield-point helpers): a site names the code that called them.
+_PLUMBING_FILES = ("slab.py", "stale.py", "walk.py", "threading.py")
+_PLUMBING_FUNCS = frozenset({"sched", "cpu_relax", "lock_nested", "yield_point", "relax", "mark"})
 
 
 def _site() -> str:
-    """The innermost frame of the switching thread outside the harness (and memory plumbing)."""
+    """The innermost frame of the switching thread outside the harness and plumbing."""
     f = sys._getframe(2)
     while f is not None:
-        name = f.f_code.co_filename
-        if not name.startswith(_HARNESS) and not name.endswith(_MEMORY) and "threading" not in name:
-            return f"{os.path.basename(name)}:{f.f_lineno} in {f.f_code.co_name}"
+        code = f.f_code
+        name = code.co_filename
+        if not (
+            name.startswith(_HARNESS)
+            or name.endswith(_PLUMBING_FILES)
+            or code.co_name in _PLUMBING_FUNCS
+        ):
+            return f"{os.path.basename(name)}:{f.f_lineno} in {code.co_name}"
         f = f.f_back  # type: ignore[assignment]
     return ""
 

@@ -83,35 +83,55 @@ def timeline_lines(
     return lines
 
 
-def trace_events(switches: Sequence[Switch], end_step: int, pid: int = 2) -> list[dict[str, Any]]:
-    """Chrome trace events: one row per task, one slice per stretch, in steps."""
-    rows = stretches(switches, end_step)
+#: trace.json thread ids of the schedule rows (apart from the real threads' small ids).
+TID_BASE = 100_000
+
+
+def trace_events(
+    switches: Sequence[Switch], *, pid: int, base: float, start: float, end: float
+) -> list[dict[str, Any]]:
+    """Chrome trace events: a "scheduled" row per task, one slice per stretch it ran.
+
+    Slices are in wall-clock time (switch times relative to `base`, in microseconds),
+    so they line up with the lock holds and walks of the same trace; each names the
+    point the task stopped at, the source line and the steps it covered.
+    """
     tids: dict[str, int] = {}
-    events: list[dict[str, Any]] = [
-        {"ph": "M", "pid": pid, "name": "process_name", "args": {"name": "schedule (steps)"}}
-    ]
-    for r in rows:
-        if r["task"] not in tids:
-            tids[r["task"]] = len(tids) + 1
+    events: list[dict[str, Any]] = []
+    prev_t, prev_step = start, 0
+    rows: list[tuple[str, Switch | None]] = [(s.task, s) for s in switches]
+    if switches:
+        rows.append((switches[-1].to, None))
+    for task, sw in rows:
+        if task not in tids:
+            tids[task] = TID_BASE + len(tids)
             events.append(
                 {
                     "ph": "M",
                     "pid": pid,
-                    "tid": tids[r["task"]],
+                    "tid": tids[task],
                     "name": "thread_name",
-                    "args": {"name": r["task"]},
+                    "args": {"name": f"{task} (scheduled)"},
                 }
+            )
+        t1 = sw.t if sw is not None and sw.t else end
+        args: dict[str, Any] = {"steps": f"{prev_step + 1}-{sw.step if sw else 'end'}"}
+        if sw is not None:
+            args.update(
+                {"until": sw.point, "arrival": sw.n, "site": sw.site, "why": sw.why, "next": sw.to}
             )
         events.append(
             {
                 "ph": "X",
+                "cat": "schedule",
                 "pid": pid,
-                "tid": tids[r["task"]],
-                "name": r["point"] or "runs",
-                "ts": r["from"],
-                "dur": max(r["to"] - r["from"] + 1, 1),
-                "args": {"until": r["point"], "arrival": r["n"], "site": r["site"],
-                         "why": r["why"], "next": r["next"]},
+                "tid": tids[task],
+                "name": sw.point if sw is not None else "runs",
+                "ts": round((prev_t - base) * 1e6, 3),
+                "dur": round(max(t1 - prev_t, 0.0) * 1e6, 3),
+                "args": args,
             }
         )
+        if sw is not None:
+            prev_t, prev_step = t1, sw.step
     return events
