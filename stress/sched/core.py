@@ -465,7 +465,8 @@ class Scheduler:
         if task is not self.current or self.cancelled:
             return
         self.step += 1
-        self._event(task, "exit", 1, EXIT)
+        with contextlib.suppress(Cancelled):  # the budget ran out as it ended: it ends anyway
+            self._event(task, "exit", 1, EXIT)
 
     def _leave(self, task: Task, name: str, why: str) -> None:
         """The running task cannot go on: count the point and switch."""
