@@ -195,8 +195,12 @@ class RWSem(LockBase):
             if not self._free_for(head.mode):
                 return
             self._waiters.popleft()
+            # Granted before it becomes a holder: the watchdog reads without our guard,
+            # and a thread seen holding the semaphore while still waiting for it would
+            # look like a self-deadlock.
+            head.granted = True
             self._enter(head.state, head.mode, now)
-            head.grant_locked()
+            head.signal_locked()
 
     def _self_deadlock(self, state: ThreadState, mode: Mode) -> bool:
         mon = self._mon
