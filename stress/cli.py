@@ -58,9 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="print every line as it runs")
 
-    from stress import cmd_run
+    from stress import cmd_campaign, cmd_run
 
     cmd_run.add_parser(sub)
+    cmd_campaign.add_parser(sub)
 
     p = sub.add_parser("hunt", help="search programs for a defect and shrink it")
     p.add_argument("--variant", required=True)
@@ -77,13 +78,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    from stress import cmd_model, cmd_run
+    from stress import cmd_campaign, cmd_model, cmd_run
 
     handlers = {
         "list": cmd_model.cmd_list,
         "exec": cmd_model.cmd_exec,
         "hunt": cmd_model.cmd_hunt,
         "run": cmd_run.cmd_run,
+        "campaign": cmd_campaign.cmd_campaign,
     }
     try:
         return handlers[args.command](args)
