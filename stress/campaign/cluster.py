@@ -7,7 +7,8 @@ the campaign writes them here.  A worker process runs its cases one after the ot
 (several threads per worker only queue); start workers with `--nthreads 1` and as
 many processes as cores.  To recycle worker processes on a cluster use Dask's own
 `--lifetime` / `--lifetime-restart`.  A task whose worker died (the harness's
-emergency exit, say) comes back as a lost case; Dask does not run it again.
+emergency exit, say) comes back as a lost case once the scheduler gives up on it:
+Dask first tries it on `distributed.scheduler.allowed-failures` (3) more workers.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class DaskPool:
     """Cases as Dask tasks, at most as many in flight as the cluster has worker threads."""
 
     def __init__(
-        self, address: str, fn_name: str, *, limit: int | None = None, timeout_s: float = 15.0
+        self, address: str, fn_name: str, *, limit: int | None = None, timeout_s: float = 10.0
     ) -> None:
         try:
             from distributed import Client as _Client
