@@ -1,8 +1,8 @@
 """The local pool: worker processes on this machine, one case at a time each, recycled.
 
 Each worker is a fresh interpreter (`python -m stress.campaign`) talking to
-the pool over a socket pair, started with MALLOC_ARENA_MAX set (glibc reads it only
-at start-up) and its own temporary folder, so that what a case leaves there can be
+the pool over a socket pair, started with MALLOC_ARENA_MAX=2 and PYTHONMALLOC=malloc
+(both read only at start-up) and its own temporary folder, so that what a case leaves there can be
 picked up if the worker dies in the middle of it.  A worker exits after `recycle`
 cases (0: never) and a fresh one takes its place, so that whatever a long campaign
 would accumulate in one process is given back.  A worker that dies mid-case (the
@@ -100,6 +100,10 @@ class LocalPool:
         parent_sock, child_sock = socket.socketpair()
         env = dict(os.environ)
         env["MALLOC_ARENA_MAX"] = str(ARENA_MAX)
+        # Small objects from glibc, not pymalloc: a few objects that outlive a case pin
+        # whole 1 MiB pymalloc arenas (RSS crept up ~1 MiB a case), while glibc's free
+        # pages go back at each malloc_trim (flat; see bench/bench_campaign_malloc.py).
+        env.setdefault("PYTHONMALLOC", "malloc")
         env["PYTHONUNBUFFERED"] = "1"
         if slot.scratch is not None:
             shutil.rmtree(slot.scratch, ignore_errors=True)

@@ -89,7 +89,7 @@ class Rate:
         if self.failures == 0:
             return (
                 f"clean in {self.n} case{'s' if self.n != 1 else ''}: "
-                f"rate < {rule_of_three(self.n):.3g} at 95%"
+                f"rate < {rule_of_three(self.n):.3g} (3/{self.n}) at 95%"
             )
         return (
             f"{self.failures}/{self.n} = {self.rate:.1%} (95% CI {self.low:.1%} .. {self.high:.1%})"

@@ -68,8 +68,8 @@ def test_rule_of_three() -> None:
     assert rule_of_three(2) == 1.0
     r = rate_of(0, 300)
     assert r.upper_rule_of_three == pytest.approx(0.01)
-    assert r.text() == "clean in 300 cases: rate < 0.01 at 95%"
-    assert rate_of(0, 1).text() == "clean in 1 case: rate < 1 at 95%"
+    assert r.text() == "clean in 300 cases: rate < 0.01 (3/300) at 95%"
+    assert rate_of(0, 1).text() == "clean in 1 case: rate < 1 (3/1) at 95%"
     assert rate_of(3, 10).upper_rule_of_three is None
     assert rate_of(5, 10).text() == "5/10 = 50.0% (95% CI 23.7% .. 76.3%)"
 
