@@ -517,7 +517,11 @@ def cmd_campaign(args: argparse.Namespace) -> int:
             manifest = store.manifest()
         except StoreError as exc:
             raise UsageError(f"--resume: {exc}") from None
-        plan = Plan.from_json(manifest["plan"])
+        try:
+            plan = Plan.from_json(manifest["plan"])
+        except (KeyError, TypeError, ValueError, IndexError):
+            where = store.manifest_path
+            raise UsageError(f"--resume: {where}: not an rmapstress campaign") from None
         _check_resume_args(args, plan)
         base = manifest.get("cwd", "")
         if base and Path(base) != Path.cwd():

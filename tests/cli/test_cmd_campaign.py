@@ -22,7 +22,7 @@ import pytest
 
 from stress.cli import UsageError, main
 from stress.cmd_campaign import Plan, case_stream, load_scenarios, parse_duration, parse_seeds
-from tests.stress.campaign.test_campaign_html import assert_plots, assert_self_contained, parse
+from tests.stress.campaign.campaign_support import assert_plots, assert_self_contained, parse
 
 TINY = """\
 [scenario]

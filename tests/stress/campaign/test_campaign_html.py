@@ -4,69 +4,15 @@ from __future__ import annotations
 
 import json
 import re
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from stress.campaign import PLOT_IDS, render_html, write_html
+from stress.campaign import render_html, write_html
+from tests.stress.campaign.campaign_support import assert_plots, assert_self_contained, parse
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class Page(HTMLParser):
-    """Every element's attributes, and the inline scripts' text."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.elements: list[tuple[str, dict[str, str | None]]] = []
-        self.scripts: list[str] = []
-        self._in_script = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.elements.append((tag, dict(attrs)))
-        self._in_script = tag == "script"
-
-    def handle_endtag(self, tag: str) -> None:
-        self._in_script = False
-
-    def handle_data(self, data: str) -> None:
-        if self._in_script:
-            self.scripts.append(data)
-
-    def ids(self) -> set[str]:
-        return {a["id"] for _, a in self.elements if a.get("id")}
-
-
-def parse(text: str) -> Page:
-    page = Page()
-    page.feed(text)
-    page.close()
-    return page
-
-
-def assert_self_contained(page: Page) -> None:
-    """Nothing the page loads comes from elsewhere: no src at all, links only relative."""
-    for tag, attrs in page.elements:
-        for name in ("src", "href", "data", "poster", "srcset"):
-            value = (attrs.get(name) or "").strip().lower()
-            assert not re.match(r"^(https?:)?//", value), (tag, name, value)
-            if name == "src":
-                assert not value, (tag, value)  # every script and image is inline
-        if tag == "link":
-            assert (attrs.get("rel") or "") != "stylesheet", attrs
-
-
-def assert_plots(page: Page, text: str) -> None:
-    ids = page.ids()
-    script = "\n".join(page.scripts)
-    assert "plotly.js v" in script or "Plotly" in script
-    assert len(script) > 1_000_000  # the library itself, inlined
-    for pid in PLOT_IDS:
-        assert pid in ids, pid
-        # Each plot div is drawn by a call naming it.
-        assert re.search(r'Plotly\.newPlot\(\s*"' + re.escape(pid) + '"', text), pid
 
 
 def records() -> list[dict[str, Any]]:
