@@ -1,6 +1,6 @@
 """Campaign throughput: `--jobs 2` against `--jobs 1`, side by side, round after round.
 
-    python bench/bench_campaign_jobs.py [--rounds 3] [--seeds 1-2] [--duration 2]
+    python bench/bench_campaign_jobs.py [--rounds 3] [--seeds 1-4] [--duration 2]
                                         [--scenario scenarios/lkml-2010.toml] [--jobs 2]
 
 Each round runs the same cases (every variant of the scenario x the seeds, each
@@ -8,9 +8,11 @@ case capped at --duration seconds) twice through the real command, once with
 `--jobs 1` and once with `--jobs N`, in alternating order so that machine noise hits
 both alike.  From results.jsonl: cases per second (cases / the span from the first
 case's start to the last case's end, so interpreter start-up and the HTML page are
-left out) and operations per second summed over the workers.  A clean case runs its
-whole duration however fast its CPU is, so cases/s of clean cases scale with workers
-by construction; ops/s shows whether the cores really did twice the work.  The
+left out), operations per second summed over the workers, and the cores the run
+actually got (CPU seconds of the command and its workers per second of wall time).
+A clean case runs its whole duration however fast its CPU is, so cases/s of clean
+cases scale with workers by construction; ops/s shows whether the cores really did
+twice the work.  The
 table gives each round's ratio and their median and spread; target: cases/s ratio
 >= 1.8 on this 2-core machine (shared with other work: see the load average).
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -54,8 +57,11 @@ def one(args: argparse.Namespace, jobs: int, out: Path) -> dict[str, Any]:
         "--no-progress",
     ]
     t0 = time.perf_counter()
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=3600)
     wall = time.perf_counter() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     if r.returncode not in (0, 1):
         raise SystemExit(f"campaign failed ({r.returncode}): {r.stderr.strip()[-500:]}")
     recs = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines() if x]
@@ -66,6 +72,9 @@ def one(args: argparse.Namespace, jobs: int, out: Path) -> dict[str, Any]:
         "cases": len(recs),
         "span_s": span,
         "wall_s": wall,
+        # CPU seconds of the command and its workers per second of wall time: how many
+        # cores it actually got (a loaded machine gives --jobs 2 less than two).
+        "cores": cpu / wall,
         "cases_per_s": len(recs) / span,
         "ops_per_s": ops / span,
         "defects": sum(x["outcome"] == "defect" for x in recs),
@@ -80,7 +89,7 @@ def spread(xs: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--rounds", type=number(1, 100, integer=True), default=3)
-    parser.add_argument("--seeds", default="1-2")
+    parser.add_argument("--seeds", default="1-4")
     parser.add_argument("--duration", type=number(1.0, 600), default=2.0)
     parser.add_argument("--scenario", default="scenarios/lkml-2010.toml")
     parser.add_argument("--jobs", type=number(2, 256, integer=True), default=2)
@@ -94,7 +103,7 @@ def main() -> None:
     )
     print(
         f"  {'round':>5} {'jobs':>4} {'cases':>5} {'defects':>7} {'span s':>7} {'wall s':>7} "
-        f"{'cases/s':>8} {'ops/s':>9}"
+        f"{'cases/s':>8} {'ops/s':>9} {'cores':>5}"
     )
     case_ratios: list[float] = []
     ops_ratios: list[float] = []
@@ -107,7 +116,7 @@ def main() -> None:
                 print(
                     f"  {n:>5} {jobs:>4} {res['cases']:>5} {res['defects']:>7} "
                     f"{res['span_s']:>7.1f} {res['wall_s']:>7.1f} {res['cases_per_s']:>8.3f} "
-                    f"{res['ops_per_s']:>9,.0f}",
+                    f"{res['ops_per_s']:>9,.0f} {res['cores']:>5.2f}",
                     flush=True,
                 )
             case_ratios.append(got[args.jobs]["cases_per_s"] / got[1]["cases_per_s"])
