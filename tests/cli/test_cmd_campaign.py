@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from stress.cli import UsageError, main
-from stress.cmd_campaign import Plan, case_stream, load_scenarios, parse_duration, parse_seeds
+from stress.cmd_campaign_cases import Plan, case_stream, load_scenarios, parse_duration, parse_seeds
 from tests.stress.campaign.campaign_support import assert_plots, assert_self_contained, parse
 
 TINY = """\
