@@ -46,6 +46,7 @@ code { font: 12px ui-monospace, SFMono-Regular, Menlo, monospace; background: #f
 .grid { display: grid; grid-template-columns: 1fr 1fr; gap: 1em; }
 @media (max-width: 1000px) { .grid { grid-template-columns: 1fr; } }
 .plot { min-height: 380px; border: 1px solid #d0d7de; border-radius: .4em; }
+#table-signatures td:first-child code { white-space: nowrap; }
 """
 
 
@@ -109,23 +110,34 @@ def _fig_first_defect(go: Any, records: Records, summary: Summary) -> Any:
         if not hits:
             continue
         n = len(recs)
+        xs = [0.0] + [t for t, _ in hits]
+        ys = [0.0] + [(i + 1) / n for i in range(len(hits))]
+        text = [""] + [f"seed {s}" for _, s in hits]
+        # Carry the last step on to the longest case: no more defects came until then.
+        longest = max((float(r.get("duration_s") or 0.0) for r in recs), default=0.0)
+        if longest > xs[-1]:
+            xs, ys, text = [*xs, longest], [*ys, ys[-1]], [*text, "longest case"]
         fig.add_trace(
             go.Scatter(
-                x=[0.0] + [t for t, _ in hits],
-                y=[0.0] + [(i + 1) / n for i in range(len(hits))],
+                x=xs,
+                y=ys,
                 mode="lines+markers",
                 name=g.group,
                 line_shape="hv",
-                text=[""] + [f"seed {s}" for _, s in hits],
+                text=text,
                 hovertemplate="%{text}: defect by %{x:.3f} s<br>%{y:.0%} of cases<extra>"
                 + _esc(g.group)
                 + "</extra>",
             )
         )
     fig.update_layout(
-        title="Time to first defect (share of each variant's cases with a defect by then)",
+        title="Time to first defect",
         xaxis_title="seconds into the case",
-        yaxis={"title": "cases with a defect", "tickformat": ".0%", "range": [0, 1.05]},
+        yaxis={
+            "title": "share of cases with a defect by then",
+            "tickformat": ".0%",
+            "rangemode": "tozero",
+        },
         **_LAYOUT,
     )
     if not fig.data:
@@ -182,9 +194,9 @@ def _fig_failures(go: Any, records: Records, summary: Summary) -> Any:
             )
         )
     fig.update_layout(
-        title="Defects over time (cumulative, per variant)",
+        title="Defects over time",
         xaxis_title="time",
-        yaxis_title="cases with a defect",
+        yaxis_title="cases with a defect (cumulative)",
         **_LAYOUT,
     )
     return fig
@@ -210,7 +222,7 @@ def _fig_throughput(go: Any, records: Records, summary: Summary) -> Any:
             )
         )
     fig.update_layout(
-        title="Operations per second of each case",
+        title="Throughput of each case",
         xaxis_title="time the case finished",
         yaxis_title="ops/s",
         **_LAYOUT,

@@ -30,6 +30,7 @@ def records() -> list[dict[str, Any]]:
                 "matched": defect == (variant == "bad"),
                 "first_defect_s": 0.1 * i if defect else None,
                 "ops_per_s": 1000.0 + 10 * i,
+                "duration_s": 0.1 * i + 0.05 if defect else 2.0,
                 "signatures": (
                     [{"id": "cafe01", "kind": "list-loop", "summary": "<script>x</script>"}]
                     if defect
@@ -86,4 +87,6 @@ def test_plot_data_comes_from_the_records() -> None:
     traces = json.loads(m.group(1))
     bad = next(t for t in traces if t["name"] == "bad")
     assert bad["y"][-1] == pytest.approx(4 / 6)
-    assert bad["x"][1:] == pytest.approx([0.1, 0.5, 0.7, 1.1])
+    # The steps at each defect, then on to the longest case (no defect came after).
+    assert bad["x"][1:] == pytest.approx([0.1, 0.5, 0.7, 1.1, 2.0])
+    assert bad["y"][1:] == pytest.approx([1 / 6, 2 / 6, 3 / 6, 4 / 6, 4 / 6])
