@@ -58,9 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="print every line as it runs")
 
-    from stress import cmd_run
+    from stress import cmd_campaign, cmd_run
 
     cmd_run.add_parser(sub)
+    cmd_campaign.add_parser(sub)
 
     from stress import cmd_replay
 
@@ -93,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    from stress import cmd_model, cmd_programs, cmd_replay, cmd_run
+    from stress import cmd_campaign, cmd_model, cmd_programs, cmd_replay, cmd_run
 
     handlers = {
         "list": cmd_model.cmd_list,
@@ -102,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": cmd_run.cmd_run,
         "replay": cmd_replay.cmd_replay,
         "shrink": cmd_programs.cmd_shrink,
+        "campaign": cmd_campaign.cmd_campaign,
     }
     try:
         return handlers[args.command](args)
