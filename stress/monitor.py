@@ -327,7 +327,13 @@ class Monitor:
             raise Cancelled(self.cancel_reason)
 
     def yield_point(self, name: str) -> None:
-        """A scheduling point (controlled runs); nothing in a free-running one."""
+        """A race window the code names (controlled runs: a hot scheduling point)."""
+        sched = self.scheduler
+        if sched is not None:
+            sched.point(name, True)
+
+    def step_point(self, name: str) -> None:
+        """A plain scheduling point (a walk step, say); nothing in a free-running run."""
         sched = self.scheduler
         if sched is not None:
             sched.point(name)

@@ -147,7 +147,7 @@ class KernelHarness:
         name = self._walk_points.get(st.what)
         if name is None:
             name = self._walk_points[st.what] = f"walk:{st.what}"
-        self.mon.yield_point(name)
+        self.mon.step_point(name)
 
     def track(self, st: WalkState) -> Any:
         lock = st.lock if hasattr(st.lock, "lock_class") else None

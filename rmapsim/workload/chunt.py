@@ -28,7 +28,7 @@ from rmapsim.structs import PAGE_SIZE
 from rmapsim.variants import Variant, parse_variant
 from rmapsim.workload.lanes import LanesResult, run_concurrent, segments_from
 from rmapsim.workload.shrink import ShrinkStats, preemptions, shrink_program
-from stress.sched import HotRandomWalk
+from stress.sched import RandomWalk
 from stress.sched.pool import ThreadPool
 
 _LANE_OPS = (
@@ -110,7 +110,7 @@ def hunt_concurrent(
             prog,
             v,
             memory,
-            strategy=HotRandomWalk(sched_seed, p=0.05, p_hot=0.5),
+            strategy=RandomWalk(sched_seed, p=0.05, p_hot=0.5),
             max_steps=max_steps,
             pool=pool,
         )

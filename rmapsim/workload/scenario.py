@@ -134,6 +134,7 @@ class Schedule:
     depth: int = 3  # PCT bug depth
     window: int = 5_000  # PCT: priorities and change points drawn afresh every N steps
     preempt_prob: float = 0.05  # random: chance of a preemption at each scheduling point
+    hot_prob: float = 0.2  # random: ... at the model's own race windows (its yield points)
     quantum: int = 50  # round-robin: scheduling points per turn
     steps_per_s: int = 20_000  # logical time: scheduling steps in one second of a scenario
     spin_limit: int = 2_000  # busy-wait turns without progress before a livelock verdict
@@ -146,7 +147,7 @@ class Schedule:
         if self.strategy == "pct":
             return {"depth": self.depth, "window": self.window}
         if self.strategy == "random":
-            return {"p": self.preempt_prob}
+            return {"p": self.preempt_prob, "p_hot": self.hot_prob}
         return {"quantum": self.quantum}
 
 
@@ -265,6 +266,7 @@ _TABLES: dict[str, tuple[type, dict[str, Check]]] = {
             "depth": _number(1, 16, integer=True),
             "window": _number(10, 100_000_000, integer=True),
             "preempt_prob": _number(1e-6, 1.0),
+            "hot_prob": _number(0.0, 1.0),
             "quantum": _number(1, 1_000_000, integer=True),
             "steps_per_s": _number(100, 10_000_000, integer=True),
             "spin_limit": _number(10, 100_000_000, integer=True),

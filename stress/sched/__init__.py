@@ -8,7 +8,6 @@ from stress.sched.core import Scheduler, Switch, Task
 from stress.sched.strategies import (
     PCT,
     STRATEGIES,
-    HotRandomWalk,
     MarkedReplay,
     RandomWalk,
     Replay,
@@ -21,7 +20,6 @@ from stress.sched.strategies import (
 __all__ = [
     "PCT",
     "STRATEGIES",
-    "HotRandomWalk",
     "MarkedReplay",
     "RandomWalk",
     "Replay",

@@ -171,6 +171,9 @@ class Scheduler:
         self._next_event = 0
         self.cancelled = False
         self.finished = False
+        #: True while the strategy is asked at a hot point.
+        self.hot_now = False
+        self._live: list[Task] = []
         self.end_reason = ""
         #: Replay divergences and other notes a report should show.
         self.notes: list[str] = []
@@ -192,6 +195,7 @@ class Scheduler:
             name = f"{base}#{i}"
         task = Task(name, len(self.tasks))
         self.tasks.append(task)
+        self._live.append(task)
         self.by_name[name] = task
         task.status = RUNNABLE
         self.strategy.on_new(self, task)
@@ -218,8 +222,13 @@ class Scheduler:
 
     # -- the hot path ------------------------------------------------------------------------
 
-    def point(self, name: str) -> None:
-        """A scheduling point of the calling thread."""
+    def point(self, name: str, hot: bool = False) -> None:
+        """A scheduling point of the calling thread.
+
+        A `hot` point is a race window the code named itself (a model yield point,
+        `stress.yield_point`): the strategy is asked there every time, and may preempt
+        more readily than at the cold points (locks, walk steps, marks).
+        """
         try:
             task: Task = _tls.task
         except AttributeError:
@@ -233,9 +242,17 @@ class Scheduler:
         counts = task.counts
         n = counts[name] = counts.get(name, 0) + 1
         until = task.until
-        if self.step < self._next_event and (until is None or until[1] != n or until[0] != name):
+        if (
+            not hot
+            and self.step < self._next_event
+            and (until is None or until[1] != n or until[0] != name)
+        ):
             return
-        self._event(task, name, n, PREEMPT)
+        self.hot_now = hot
+        try:
+            self._event(task, name, n, PREEMPT)
+        finally:
+            self.hot_now = False
 
     # -- giving the token up ------------------------------------------------------------
 
@@ -306,8 +323,10 @@ class Scheduler:
             return None
 
     def runnable(self) -> list[Task]:
+        if len(self._live) > 8 and any(t.status == DONE for t in self._live):
+            self._live = [t for t in self._live if t.status != DONE]
         out = []
-        for t in self.tasks:
+        for t in self._live:
             s = t.status
             if s == RUNNABLE:
                 out.append(t)
@@ -593,4 +612,4 @@ def yield_point(name: str) -> None:
         sched: Scheduler = _tls.sched
     except AttributeError:
         return
-    sched.point(name)
+    sched.point(name, True)

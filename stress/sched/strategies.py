@@ -159,11 +159,15 @@ class RandomWalk(Strategy):
 
     name = "random"
 
-    def __init__(self, seed: int = 0, *, p: float = 0.05) -> None:
+    def __init__(self, seed: int = 0, *, p: float = 0.05, p_hot: float | None = None) -> None:
         if not 0.0 < p <= 1.0:
             raise ValueError(f"preemption probability must be in (0, 1], got {p}")
+        if p_hot is not None and not 0.0 <= p_hot <= 1.0:
+            raise ValueError(f"hot preemption probability must be in [0, 1], got {p_hot}")
         super().__init__(seed)
         self.p = p
+        #: Preemption probability at hot points (the code's own race windows).
+        self.p_hot = p_hot
         self.at = 0
 
     def _draw(self, step: int) -> None:
@@ -188,62 +192,18 @@ class RandomWalk(Strategy):
         preempt_due = sched.step >= self.at
         if preempt_due:
             self._draw(sched.step)
+        if sched.hot_now and self.p_hot is not None and why == PREEMPT:
+            preempt_due = self.rng.random() < self.p_hot
         if why == PREEMPT and cur is not None and cur in cands and not preempt_due:
             return cur
         pool = _others(cur, cands) if why == RELAX else cands
         return pool[self.rng.randrange(len(pool))]
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "seed": self.seed, "p": self.p}
-
-
-class HotRandomWalk(Strategy):
-    """A random walk that preempts far more often at the code's own race windows.
-
-    At a point `hot(name)` calls hot (the model's yield points, say) the running task
-    is preempted with probability `p_hot`, elsewhere with `p`.  Every point is an
-    event, so this is for short programs (hunting), not long workloads.
-    """
-
-    name = "random-hot"
-
-    def __init__(
-        self, seed: int = 0, *, p: float = 0.02, p_hot: float = 0.5, hot: Any = None
-    ) -> None:
-        super().__init__(seed)
-        self.p = p
-        self.p_hot = p_hot
-        self.hot = hot if hot is not None else _model_point
-
-    def next_event(self, sched: Scheduler) -> int:
-        return sched.step + 1
-
-    def pick(
-        self,
-        sched: Scheduler,
-        cur: Task | None,
-        cands: list[Task],
-        why: str,
-        point: str,
-        n: int,
-    ) -> Task:
-        if why == PREEMPT and cur is not None and cur in cands:
-            p = self.p_hot if self.hot(point) else self.p
-            if self.rng.random() >= p:
-                return cur
-        pool = _others(cur, cands) if why in (RELAX, PREEMPT) else cands
-        return pool[self.rng.randrange(len(pool))]
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "seed": self.seed, "p": self.p, "p_hot": self.p_hot}
-
-
-_HARNESS_POINTS = ("lock:", "unlock:", "down_", "up_", "walk:", "op:", "wait:", "sleep", "exit")
-
-
-def _model_point(name: str) -> bool:
-    """A yield point the code under test named itself (not a lock, walk or wait)."""
-    return not name.startswith(_HARNESS_POINTS)
+        out: dict[str, Any] = {"name": self.name, "seed": self.seed, "p": self.p}
+        if self.p_hot is not None:
+            out["p_hot"] = self.p_hot
+        return out
 
 
 def _log(x: float) -> float:
