@@ -316,6 +316,25 @@ class Kernel:
             return -22
         return int(swap.reclaim(self, self.pages.mem_map[pfn], force=False))
 
+    def reclaim_at(self, name: str, addr: int) -> int:
+        """kswapd on the page `name` maps at `addr` (-ENOENT when none is mapped there)."""
+        from rmapsim import swap
+
+        mm = self.task(name)
+        pte = mm.ptes.get(addr)
+        page = pte.page if pte is not None else None
+        if page is None:
+            return -2
+        return int(swap.reclaim(self, page, force=False))
+
+    def page_owner(self, page: Page) -> tuple[str, int] | None:
+        """A (process, address) mapping `page` now, for naming it in a program."""
+        for name, mm in list(self.tasks.items()):
+            for addr, pte in list(mm.ptes.items()):
+                if pte.page is page:
+                    return name, addr
+        return None
+
     def referenced(self, name: str, addr: int, npages: int) -> int:
         from rmapsim import swap
 

@@ -14,7 +14,8 @@ page-aligned, 4096-byte pages)::
     swapout P 0x10000 4      # reclaim the pages mapped there
     swapout all              # reclaim every anonymous page (a hibernation image)
     referenced P 0x10000 4   # a page_referenced walk on the pages mapped there
-    reclaim page#3           # kswapd: isolate page frame 3 from the LRU and try to reclaim it
+    reclaim P 0x10000        # kswapd on the page P maps there: isolate it, try to reclaim it
+    reclaim page#3           # ... on page frame 3, wherever it is mapped
 
 `parse_program` checks everything that can be checked without running (syntax,
 alignment, processes that exist); `run_program` executes it on a fresh kernel and
@@ -80,7 +81,9 @@ class Op:
         if self.name == "swapout" and self.proc is None:
             return "swapout all"
         if self.name == "reclaim":
-            return f"reclaim page#{self.npages}"
+            if self.proc is None:
+                return f"reclaim page#{self.npages}"
+            return f"reclaim {self.proc} {self.addr:#x}"
         base = f"{self.name} {self.proc} {self.addr:#x} {self.npages}"
         if self.name in ("mmap", "mprotect"):
             return f"{base} {prot_text(self.prot)}"
@@ -163,11 +166,13 @@ def parse_program(
                 continue
             want = 3
         elif name == "reclaim":
-            if len(args) != 1:
-                raise err("reclaim takes 1 argument: reclaim page#PFN")
-            pfn = _number(args[0].removeprefix("page#"), "page frame number", err)
-            ops.append(Op(lineno, "reclaim", None, npages=pfn, text=line))
-            continue
+            if len(args) == 1:
+                pfn = _number(args[0].removeprefix("page#"), "page frame number", err)
+                ops.append(Op(lineno, "reclaim", None, npages=pfn, text=line))
+                continue
+            if len(args) != 2:
+                raise err("reclaim takes P ADDR (the page P maps there) or page#PFN")
+            want = 2
         else:
             want = arity[name]
         if len(args) != want:
@@ -212,6 +217,9 @@ def parse_program(
         addr = _number(args[1], "address", err)
         if addr % PAGE_SIZE:
             raise err(f"address {args[1]} is not page-aligned (4096-byte pages)")
+        if name == "reclaim":
+            ops.append(Op(lineno, name, proc, addr, text=line))
+            continue
         npages = _number(args[2], "page count", err)
         if npages > 1 << 20:
             raise err(f"page count {npages} is too large (at most {1 << 20})")
@@ -311,6 +319,8 @@ def apply(k: Kernel, op: Op) -> int:
     if op.name == "referenced":
         return min(0, k.referenced(op.proc, op.addr, op.npages))  # type: ignore[arg-type]
     if op.name == "reclaim":
+        if op.proc is not None:
+            return min(0, k.reclaim_at(op.proc, op.addr))
         return min(0, k.reclaim(op.npages))
     raise AssertionError(op.name)
 

@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="empty slab pages a cache keeps before giving one back (SLUB: 5)",
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument(
+        "--no-audit",
+        action="store_true",
+        help="do not audit I1-I7 between operations (the symptom, not the first broken rule)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="print every line as it runs")
 
     from stress import cmd_campaign, cmd_run

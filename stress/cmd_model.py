@@ -149,6 +149,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
                 debug_list=args.debug_list,
                 slab_page_bytes=args.slab_page_bytes,
                 min_partial=args.min_partial,
+                check=not args.no_audit,
             )
         )
     if args.json:

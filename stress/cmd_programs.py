@@ -40,6 +40,8 @@ def _extra(args: argparse.Namespace) -> list[str]:
         out += ["--min-partial", str(args.min_partial)]
     if getattr(args, "debug_list", False):
         out.append("--debug-list")
+    if getattr(args, "no_audit", False):
+        out.append("--no-audit")
     return out
 
 
@@ -106,6 +108,7 @@ def exec_concurrent(
             debug_list=args.debug_list,
             slab_page_bytes=args.slab_page_bytes,
             min_partial=args.min_partial,
+            check=not getattr(args, "no_audit", False),
         )
         found |= r.outcome == "defect"
         if r.case.outcome == "error":
@@ -215,18 +218,23 @@ def cmd_shrink(args: argparse.Namespace) -> int:
         v = parse_variant(str(t.get("variant")))
     except ModelError as exc:
         raise UsageError(f"{args.reproducer}: target.variant: {exc}") from None
+    # A workload had no audits between operations: neither does its program, so that the
+    # defect kept is the one the workload found (exec --no-audit runs it the same way).
+    if rep.kind == "workload":
+        kw["check"] = False
     first = run_concurrent(prog, v, memory, **kw)
     key = first.key()
     if key is None:
         print(f"shrink: the program made from {args.reproducer} runs clean; nothing to shrink")
         return EXIT_OK
     t0 = time.monotonic()
+    hint = first.first.summary if first.first is not None else ""
     best, stats = shrink_program(
-        prog, v.expression, key=key, budget_s=args.budget_s, memory=memory, **kw
+        prog, v.expression, key=key, budget_s=args.budget_s, memory=memory, hint=hint, **kw
     )
     final = run_concurrent(best, v, memory, **kw)
     fv = final.first
-    extra = _memory_flags(kw)
+    extra = _memory_flags(kw) + ([] if kw.get("check", True) else ["--no-audit"])
     out_path = args.output or "PROGRAM"
     header = (
         f"shrunk from {args.reproducer}: {stats.before_threads} threads, {stats.before_ops} "

@@ -419,8 +419,21 @@ class World(KernelHarness):
                 continue
             for page in rng.sample(pages, min(8, len(pages))):
                 reclaim = functools.partial(swap.reclaim, k, page, force=False)
-                self.op(f"reclaim {page.name}", reclaim)
+                self.op(f"reclaim {self.page_ref(page)}", reclaim)
                 self.mon.progress()
+
+    def page_ref(self, page: Any) -> str:
+        """How a program names the page kswapd picked: where it is mapped, if anywhere.
+
+        A page frame number depends on every allocation before it; "the page p3 maps at
+        0x12000" survives the removal of unrelated operations (controlled runs only:
+        the lookup walks every page table).
+        """
+        if self.controlled:
+            owner = self.k.page_owner(page)
+            if owner is not None:
+                return f"{owner[0]} {owner[1]:#x}"
+        return str(page.name)
 
     def hibernate(self) -> None:
         """Now and then, swap out every anonymous page: a hibernation image."""

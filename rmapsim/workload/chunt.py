@@ -185,7 +185,7 @@ def hunt_concurrent(
             verbosity=Verbosity.quiet,
         )(
             given(
-                programs(min_ops=4, max_ops=20),
+                programs(min_ops=8, max_ops=30),
                 st.lists(
                     st.lists(lane_op, min_size=1, max_size=5), min_size=threads, max_size=threads
                 ),

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from rmapsim import swap
 from rmapsim.audit import audit
 from rmapsim.cprogram import WORKLOAD_ONLY, ConcurrentProgram, Segment
 from rmapsim.errors import KernelDefect, ModelError
@@ -27,7 +28,7 @@ from rmapsim.kernel import Kernel
 from rmapsim.program import Op, apply, null_deref, parse_program
 from rmapsim.variants import Variant, parse_variant
 from rmapsim.workload.actors import KernelHarness
-from stress import CaseResult, Config, Monitor
+from stress import CaseResult, Config, Monitor, StuckThreadsError
 from stress.sched import MarkedReplay, Scheduler, Stop, Strategy, Switch
 from stress.sched.pool import ThreadPool
 from stress.verdicts import Verdict
@@ -156,6 +157,8 @@ class Lanes(KernelHarness):
                 # A thread of a process that does not exist yet: it starts with it.
                 self.mon.wait_until(lambda: owner in self.k.tasks, f"{owner} exists", timeout_s=1)
             for op in ops:
+                # kswapd picks its page before the operation starts, as the workload does.
+                page = self._page_at(op) if op.name == "reclaim" and op.proc else None
                 self.mon.mark(f"op:{op.name}")
                 if not self._wait_for(name, op):
                     self.errors.append(
@@ -164,7 +167,7 @@ class Lanes(KernelHarness):
                     continue
                 self.active += 1
                 try:
-                    ok = self._one(name, op)
+                    ok = self._one(name, op, page)
                 finally:
                     self.active -= 1
                 if not ok or not self.audit(name, op):
@@ -195,11 +198,19 @@ class Lanes(KernelHarness):
                 )
         return True
 
-    def _one(self, lane: str, op: Op) -> bool:
+    def _page_at(self, op: Op) -> Any:
+        mm = self.k.tasks.get(op.proc or "")
+        pte = mm.ptes.get(op.addr) if mm is not None else None
+        return pte.page if pte is not None else None
+
+    def _one(self, lane: str, op: Op, page: Any = None) -> bool:
         text = op.render()
         self.k.mem.set_thread_site(f"{lane}: {text}")
         try:
-            ret = apply(self.k, op)
+            if page is not None:  # the page picked before the operation began
+                ret = int(swap.reclaim(self.k, page, force=False))
+            else:
+                ret = apply(self.k, op)
         except KernelDefect as exc:
             self.report(exc)
             return False
@@ -243,7 +254,9 @@ def run_concurrent(
         verdict_s=2.0,
         hold_s=1.0,
         walk_s=0.5,
-        grace_s=2.0,
+        # Threads released at cancellation need the CPU to unwind: a loaded machine
+        # may not give it to dozens of them at once.
+        grace_s=10.0,
     )
     mon = Monitor(
         cfg,
@@ -270,7 +283,11 @@ def run_concurrent(
     else:
         for name in prog.lanes:  # never started: nothing of theirs runs
             lanes.finished.add(name)
-    case = mon.run()
+    try:
+        case = mon.run()
+    except StuckThreadsError:  # reported, and the run's result stands as an error
+        case = mon.stop()
+        case.outcome = "error"
     invariants = list(lanes.invariants)
     if check and not case.verdicts and ran:  # what the threads left behind
         lanes.k.mem.quiesce()

@@ -13,6 +13,7 @@ deterministic: each candidate is one controlled run.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -97,16 +98,62 @@ def drop_prologue(prog: ConcurrentProgram, lo: int, hi: int) -> ConcurrentProgra
     )
 
 
+_THREAD = re.compile(r"\b(p\d+/t\d+|kswapd-\d+|hibernate|keeper|t\d+)\b")
+
+
+def focus(prog: ConcurrentProgram, hint: str) -> ConcurrentProgram | None:
+    """Only the threads a verdict names, and whatever created their processes.
+
+    A defect report names the threads that allocated, freed and touched the object;
+    a program made from a long workload has dozens of others.  Keeping the named ones
+    (with the lanes that spawned or forked their processes, and their ancestors') is
+    the first, biggest cut to try.
+    """
+    named = {m for m in _THREAD.findall(hint) if m in prog.lanes}
+    if not named:
+        return None
+    procs = {n.split("/", 1)[0] for n in named if "/" in n}
+    keep = set(named)
+    while True:
+        creators = {
+            lane
+            for lane, ops in prog.lanes.items()
+            for op in ops
+            if (op.name == "spawn" and op.proc in procs)
+            or (op.name == "fork" and op.child in procs)
+        }
+        parents = {op.proc for lane in creators for op in prog.lanes[lane] if op.name == "fork"}
+        more = {p for p in parents if p is not None} - procs
+        keep |= creators
+        if not more:
+            break
+        procs |= more
+        keep |= {lane for lane in prog.lanes if lane.split("/", 1)[0] in more}
+    keep |= {lane for lane in prog.lanes if lane.split("/", 1)[0] in procs}
+    if keep == set(prog.lanes):
+        return None
+    candidate = prog
+    for lane in list(prog.lanes):
+        if lane not in keep:
+            candidate = drop_lane(candidate, lane)
+    return candidate
+
+
 def shrink_program(
     prog: ConcurrentProgram,
     variant: str,
     *,
     key: Key,
     budget_s: float = 60.0,
+    hint: str = "",
     run: Callable[[ConcurrentProgram], LanesResult] | None = None,
     **run_kwargs: Any,
 ) -> tuple[ConcurrentProgram, ShrinkStats]:
-    """The smallest program found within `budget_s` that still fails with `key`."""
+    """The smallest program found within `budget_s` that still fails with `key`.
+
+    `hint` (the verdict's summary) names the threads involved: a program of only those
+    is tried first.
+    """
     pool = ThreadPool()
 
     def default_run(p: ConcurrentProgram) -> LanesResult:
@@ -136,6 +183,10 @@ def shrink_program(
             return True
         return False
 
+    if hint:
+        focused = focus(best, hint)
+        if focused is not None:
+            attempt(focused)
     changed = True
     while changed and time.monotonic() < deadline:
         changed = False
