@@ -331,7 +331,14 @@ def test_matching_run_prints_a_replay_command_per_defect(matching: Run) -> None:
     defects = [c for c in cases if c["outcome"] == "defect"]
     assert [c["variant"] for c in defects] == ["rik-v2"]
     assert replays(matching.proc.stdout) == [c["replay"] for c in defects]
-    assert defects[0]["replay"] == "rmapstress run tiny.toml --variant rik-v2 --seed 3"
+    # The free-running defect was made deterministic: the replay is its reproducer, and
+    # the command that runs the case again is kept beside it.
+    assert defects[0]["reproducer"] == "reproducers/rik-v2-seed3.json"
+    assert defects[0]["replay"] == (
+        f"rmapstress replay {Path('runs') / matching.folder.name}/reproducers/rik-v2-seed3.json"
+    )
+    assert defects[0]["rerun"] == "rmapstress run tiny.toml --variant rik-v2 --seed 3"
+    assert (matching.folder / defects[0]["reproducer"]).is_file()
 
 
 @pytest.mark.timeout(90)
@@ -361,6 +368,7 @@ def test_run_folder_holds_the_four_files(matching: Run) -> None:
         "events.jsonl",
         "report.json",
         "report.txt",
+        "reproducers",  # the defect's controlled reproducer
         "trace.json",
     ]
 
@@ -500,7 +508,7 @@ def test_overrides_without_a_file_run_one_case_of_the_default_scenario(tmp_path:
     assert case["duration_s"] < 3.0 + 2.0
     assert "[1/1] lkml-2010: rik-v2 seed 3" in r.stdout
     assert replays(r.stdout) == [case["replay"]]
-    assert shlex.split(case["replay"])[2].endswith("scenarios/lkml-2010.toml")
+    assert shlex.split(case["rerun"])[2].endswith("scenarios/lkml-2010.toml")
 
 
 @pytest.mark.timeout(60)
@@ -516,7 +524,13 @@ def test_replay_command_reproduces_the_verdict_kind(tmp_path: Path) -> None:
     original = first.report["cases"][0]
     assert original["outcome"] == "defect"
     (command,) = replays(first.proc.stdout)
-    again = run_replay(command, tmp_path)
+    assert command == original["replay"] and command.startswith("rmapstress replay ")
+    # The reproducer replays the same verdict exactly ...
+    exact = rmapstress(*shlex.split(command)[1:], "--json", cwd=tmp_path)
+    assert exact.returncode == 1, exact.stderr
+    assert json.loads(exact.stdout)["verdicts"][0]["kind"] == original["verdicts"][0]["kind"]
+    # ... and the command that runs the case again, free-running, finds the same kind.
+    again = run_replay(original["rerun"], tmp_path)
     assert again.proc.returncode == 0, (again.proc.stdout, again.proc.stderr)
     (case,) = again.report["cases"]
     assert (case["variant"], case["seed"], case["outcome"]) == ("rik-v2", 3, "defect")
@@ -544,8 +558,7 @@ def test_replay_command_keeps_the_command_line_overrides(tmp_path: Path) -> None
     assert r.returncode == 0, (r.stdout, r.stderr)
     original = json.loads((run_folder(tmp_path / "first") / "report.json").read_text())
     assert original["cases"][0]["memory"] == "reuse"
-    (command,) = replays(r.stdout)
-    again = run_replay(command, tmp_path)
+    again = run_replay(original["cases"][0]["rerun"], tmp_path)
     (case,) = again.report["cases"]
     assert case["memory"] == "reuse", command
     assert again.report["cases"][0]["stats"]["model"]["processes_made"] >= 1
