@@ -67,7 +67,8 @@ SCHEDULE_SOURCES = (
 
 
 def schedule_sources() -> dict[str, str]:
-    return source_files(SCHEDULE_SOURCES)
+    """Hashes of the model and the harness files that place scheduling points."""
+    return source_files(SCHEDULE_SOURCES, base=_RMAPSIM.parent)
 
 
 def make_scheduler(

@@ -45,17 +45,20 @@ class ReproducerError(ValueError):
     """A reproducer file that cannot be used: names the file and what is wrong."""
 
 
-def source_files(roots: Iterable[Path]) -> dict[str, str]:
-    """sha256 of every .py file under each root (a package folder or one file)."""
+def source_files(roots: Iterable[Path], base: Path | None = None) -> dict[str, str]:
+    """sha256 of every .py file under each root (a package folder or one file).
+
+    Names are relative to `base` (default: each root's parent folder).
+    """
     out: dict[str, str] = {}
     for root in roots:
         root = Path(root)
         files = [root] if root.is_file() else sorted(root.rglob("*.py"))
-        base = root.parent
+        rel = base if base is not None else root.parent
         for f in files:
             if "__pycache__" in f.parts:
                 continue
-            out[str(f.relative_to(base))] = hashlib.sha256(f.read_bytes()).hexdigest()
+            out[str(f.relative_to(rel))] = hashlib.sha256(f.read_bytes()).hexdigest()
     return out
 
 

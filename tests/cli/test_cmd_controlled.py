@@ -193,3 +193,30 @@ def test_hunt_with_threads_prints_a_small_concurrent_program(tmp_path: Path) -> 
     run_it = next(line for line in text.splitlines() if "# run it:" in line)
     again = rmapstress(*run_it.split("rmapstress ", 1)[1].split())
     assert again.returncode == 1
+
+
+@pytest.mark.timeout(240)
+def test_replay_on_a_changed_model_names_the_files_that_changed(
+    controlled_run: tuple[Path, dict[str, object]], tmp_path: Path
+) -> None:
+    folder, report = controlled_run
+    case = next(c for c in report["cases"] if c["variant"] == "2.6.34-rc3")  # type: ignore[union-attr]
+    doc = json.loads((folder / case["reproducer"]).read_text())
+    files = doc["source"]["files"]
+    assert "rmapsim/rmap.py" in files and "stress/sched/core.py" in files
+    # As if rmap.py had been edited since the recording: the replay still runs and says so.
+    files["rmapsim/rmap.py"] = "0" * 64
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(doc), encoding="utf-8")
+    proc = rmapstress("replay", str(edited), "--json")
+    assert proc.returncode == 1, proc.stderr
+    assert json.loads(proc.stdout)["stale"] == ["rmapsim/rmap.py (changed)"]
+    assert "recorded on other code: rmapsim/rmap.py (changed)" in proc.stderr
+    # A schedule that no longer fits the code: refused with exit 2, the change named.
+    for key in ("switches", "sites", "marks"):
+        doc["schedule"][key] = doc["schedule"][key][:1]
+    doc["verdict"]["signature"] = "something else"
+    edited.write_text(json.dumps(doc), encoding="utf-8")
+    proc = rmapstress("replay", str(edited))
+    assert proc.returncode == 2
+    assert "no longer fits this code" in proc.stderr and "rmapsim/rmap.py" in proc.stderr
