@@ -243,7 +243,11 @@ def vma_adjust(
     anon_vma gets ``anon_vma_clone(importer, vma)`` - always from vma, even when vma
     is the importer and next the one with the chain.
     adjust-exporter (287d97ac): track the exporter too and clone from it.
-    No anon_vma lock is taken around the boundary writes in either version.
+    No anon_vma lock is taken around the boundary writes in either version, so an
+    rmap walk (holding only the page's anon_vma lock) can see a vma half-moved.
+    root-anon-vma (012f1800): the boundary writes happen under vma->anon_vma's root
+    lock when inserting, importing or moving vm_start, which excludes every rmap
+    walk of the tree.
     """
     mm = vma.vm_mm
     nxt = vma.vm_next
@@ -286,6 +290,14 @@ def vma_adjust(
                 rmap.anon_vma_clone(k, importer, vma)
                 importer.anon_vma = anon_vma
                 importer.shadow_oldest = (exporter or vma).shadow_oldest
+        locked: AnonVma | None = None
+        if (
+            k.variant.root_anon_vma
+            and vma.anon_vma is not None
+            and (insert is not None or importer is not None or start != vma.vm_start)
+        ):
+            locked = vma.anon_vma
+            rmap.anon_vma_lock(k, locked)
         vma.vm_start = start
         k.sched("vma_adjust:vm_start written")
         vma.vm_end = end
@@ -300,6 +312,8 @@ def vma_adjust(
             __vma_unlink(mm, nxt, vma)
         elif insert is not None:
             __insert_vm_struct(mm, insert)
+        if locked is not None:
+            rmap.anon_vma_unlock(k, locked)
         if remove_next:
             assert nxt is not None
             if nxt.anon_vma is not None:

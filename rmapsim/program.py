@@ -13,6 +13,7 @@ numbers decimal or 0x hex, addresses page-aligned, 4096-byte pages)::
     swapout P 0x10000 4      # reclaim the pages mapped there
     swapout all              # reclaim every anonymous page (a hibernation image)
     referenced P 0x10000 4   # a page_referenced walk on the pages mapped there
+    migrate P 0x10000 4      # migrate the pages mapped there to new page frames
 
 `parse_program` checks everything that can be checked without running (syntax,
 alignment, processes that exist); `run_program` executes it on a fresh kernel and
@@ -33,7 +34,18 @@ from rmapsim.structs import PAGE_SIZE, VM_EXEC, VM_READ, VM_WRITE
 from rmapsim.sync import SingleThreadSync
 from rmapsim.variants import Variant, parse_variant
 
-OPS = ("spawn", "mmap", "munmap", "mprotect", "touch", "fork", "exit", "swapout", "referenced")
+OPS = (
+    "spawn",
+    "mmap",
+    "munmap",
+    "mprotect",
+    "touch",
+    "fork",
+    "exit",
+    "swapout",
+    "referenced",
+    "migrate",
+)
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*$")
 _ERRNO = {-1: "EPERM", -12: "ENOMEM", -13: "EACCES", -14: "EFAULT", -22: "EINVAL"}
 
@@ -121,6 +133,7 @@ def parse_program(text: str, source: str = "<program>") -> list[Op]:
             "fork": 2,
             "munmap": 3,
             "referenced": 3,
+            "migrate": 3,
             "mmap": 4,
             "mprotect": 4,
             "touch": 4,
@@ -141,6 +154,7 @@ def parse_program(text: str, source: str = "<program>") -> list[Op]:
                 "fork": "fork P C",
                 "munmap": "munmap P ADDR NPAGES",
                 "referenced": "referenced P ADDR NPAGES",
+                "migrate": "migrate P ADDR NPAGES",
                 "swapout": "swapout P ADDR NPAGES | swapout all",
                 "mmap": "mmap P ADDR NPAGES PROT",
                 "mprotect": "mprotect P ADDR NPAGES PROT",
@@ -274,6 +288,9 @@ def apply(k: Kernel, op: Op) -> int:
         return min(0, k.swapout(op.proc, op.addr, op.npages))
     if op.name == "referenced":
         return min(0, k.referenced(op.proc, op.addr, op.npages))  # type: ignore[arg-type]
+    if op.name == "migrate":
+        k.migrate(op.proc, op.addr, op.npages)  # type: ignore[arg-type]
+        return 0
     raise AssertionError(op.name)
 
 

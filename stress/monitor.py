@@ -25,7 +25,7 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any
 
-from stress import diagnosis, escape
+from stress import diagnosis, escape, leaks, spins
 from stress.config import Config
 from stress.errors import Cancelled
 from stress.lockcore import Waiter
@@ -174,6 +174,11 @@ class Monitor:
         self._final: CaseResult | None = None
         self.stuck: list[str] = []
         self.stuck_detail: list[dict[str, Any]] = []
+        #: Unlocks of kernel-style locks by threads that did not hold them (stress.leaks).
+        self.strays: list[leaks.StrayUnlock] = []
+        #: Busy-waits in progress (stress.spins), by id.
+        self.spins: dict[int, spins.Spin] = {}
+        self.spins_lock = threading.Lock()
 
     # -- locks ---------------------------------------------------------------------------
 
@@ -182,15 +187,25 @@ class Monitor:
         return self.lockdep.lock_class(name, budget_s or self.config.budget(name))
 
     def mutex(
-        self, lock_class: str, name: str | None = None, *, fair: bool = True, subclass: int = 0
+        self,
+        lock_class: str,
+        name: str | None = None,
+        *,
+        fair: bool = True,
+        subclass: int = 0,
+        strict: bool = True,
     ) -> Mutex:
         """A new instrumented mutex (timed when config.timing is on)."""
         kind = TimedMutex if self.config.timing else Mutex
-        return kind(lock_class, name, monitor=self, fair=fair, subclass=subclass)
+        return kind(lock_class, name, monitor=self, fair=fair, subclass=subclass, strict=strict)
 
     def spinlock(self, lock_class: str, name: str) -> Mutex:
-        """A fair mutex standing in for a kernel spinlock (a sync-factory method)."""
-        return self.mutex(lock_class, name)
+        """A fair mutex standing in for a kernel spinlock (a sync-factory method).
+
+        Like spin_unlock, its release checks nothing: an unlock by a thread that does
+        not hold it is recorded (`stray_unlock`), not raised.
+        """
+        return self.mutex(lock_class, name, strict=False)
 
     def rwsem(self, lock_class: str, name: str | None = None, *, subclass: int = 0) -> RWSem:
         """A new instrumented reader-writer semaphore."""
@@ -277,6 +292,12 @@ class Monitor:
         """Track a list walk: `with mon.walk(...) as w:` and `w.step()` per node."""
         return Walk(self, kind, subject, lock, bound)
 
+    def spin(
+        self, kind: str, subject: str, *, evidence: Callable[[], dict[str, Any]] | None = None
+    ) -> spins.Spin:
+        """Declare a busy-wait: `with mon.spin(...) as s:` and `s.step()` per look."""
+        return spins.Spin(self, kind, subject, evidence)
+
     # -- verdicts ------------------------------------------------------------------------
 
     @property
@@ -355,8 +376,27 @@ class Monitor:
     def worker_crashed(self, state: ThreadState, exc: BaseException) -> Verdict:
         return self.record(diagnosis.crash(state, exc, self.now_s()))
 
+    def stray_unlock(self, state: ThreadState, lock: Any) -> None:
+        """`state` unlocked `lock`, which it does not hold (a kernel-style lock said nothing)."""
+        stray = leaks.record(self, state, lock)
+        if self.report is not None:
+            meant = stray.meant
+            self.report.event(
+                "stray-unlock",
+                f"{state.name} unlocked {lock.name}, which it did not hold"
+                + (f" (its last lock was {meant.lock.name})" if meant is not None else ""),
+                case=self.name,
+            )
+
     def self_deadlock(self, state: ThreadState, lock: Any, waiter: Waiter) -> Verdict:
-        """A thread takes a lock it holds: the same episode the watchdog would find."""
+        """A thread takes a lock it holds: the same episode the watchdog would find.
+
+        If the thread's last unlock meant for that lock went to another one, the lock
+        was leaked, and that is the verdict.
+        """
+        leak = leaks.on_retake(self, state, lock, waiter)
+        if leak is not None:
+            return leak
         snap = diagnosis.Snapshot.take(self)
         verdict = diagnosis.deadlock([waiter], snap)
         verdict.source = "lock"

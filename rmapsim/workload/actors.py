@@ -22,10 +22,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from rmapsim import swap
+from rmapsim import migrate, swap
 from rmapsim.audit import audit
 from rmapsim.errors import KernelDefect, ListLoop
-from rmapsim.kernel import Kernel
+from rmapsim.kernel import Kernel, SpinState
 from rmapsim.lists import describe_node
 from rmapsim.program import null_deref
 from rmapsim.stale import MEMORY_MODULES
@@ -40,7 +40,18 @@ BASE = 0x10000
 
 
 #: Frames of the model that only carry a defect (raise helpers, lock wrappers).
-_PLUMBING = {"guarded", "op", "report", "VM_BUG_ON", "BUG_ON", "acquire", "release"}
+_PLUMBING = {
+    "guarded",
+    "op",
+    "report",
+    "VM_BUG_ON",
+    "BUG_ON",
+    "acquire",
+    "release",
+    "anon_vma_lockptr",
+    "anon_vma_lock",
+    "anon_vma_unlock",
+}
 
 
 def kernel_path(exc: BaseException) -> str:
@@ -136,10 +147,13 @@ class World:
             slab_page_bytes=scn.memory.slab_page_bytes,
             min_partial=scn.memory.min_partial,
             walk_tracker=self.track if instrumented else None,
+            spin_tracker=self.track_spin if instrumented else None,
             on_loop=self.on_loop if instrumented else None,
             yield_point=self.yield_point,
             on_event=self.report,
+            split_ptlocks=scn.kernel.split_ptlocks,
         )
+        self.k.relax_point = self.relax
         self.tls = threading.local()
         self.gate = Gate()
         self.lock = threading.Lock()
@@ -163,7 +177,20 @@ class World:
     def yield_point(self, where: str) -> None:
         rng = getattr(self.tls, "rng", None)
         if rng is not None and rng.random() < self.scn.yields.probability:
-            time.sleep(0)
+            preempt = self.scn.yields.preempt_rcu_s
+            if preempt and self.k.mem.rcu_reading():
+                time.sleep(preempt)  # a preemptible RCU reader, preempted
+            else:
+                time.sleep(0)
+
+    def relax(self, where: str) -> None:
+        """cpu_relax() in a busy-wait: let another thread run; stop once cancelled."""
+        self.mon.checkpoint()
+        time.sleep(0)
+
+    def track_spin(self, st: SpinState) -> Any:
+        """A CPU spinning on a dead lock word: the watchdog names it if it never ends."""
+        return self.mon.spin(st.what, st.subject(), evidence=st.evidence).begin()
 
     def track(self, st: WalkState) -> Any:
         lock = st.lock if hasattr(st.lock, "lock_class") else None
@@ -360,6 +387,20 @@ class World:
                 self.op(f"reclaim {page.name}", reclaim)
                 self.mon.progress()
 
+    def compactor(self, index: int) -> None:
+        """Memory compaction: isolate a sample of the LRU and migrate it, now and then."""
+        rng = self.rng(f"compact-{index}")
+        k, t = self.k, self.scn.threads
+        while True:
+            self.mon.pause(t.compaction_period_s)
+            pages = k.pages.lru_pages()
+            if not pages:
+                continue
+            batch = rng.sample(pages, min(t.compaction_batch, len(pages)))
+            compact = functools.partial(migrate.compact_pages, k, batch)
+            self.op(f"compact {len(batch)} pages", compact)
+            self.mon.progress()
+
     def hibernate(self) -> None:
         """Now and then, swap out every anonymous page: a hibernation image."""
         self.rng("hibernate")
@@ -405,6 +446,10 @@ class World:
             self.mon.spawn(self.guarded, lambda i=i: self.kswapd(i), name=f"kswapd-{i}")
         if t.hibernate:
             self.mon.spawn(self.guarded, self.hibernate, name="hibernate", tracked=False)
+        for i in range(t.compactors):
+            self.mon.spawn(
+                self.guarded, lambda i=i: self.compactor(i), name=f"compact-{i}", tracked=False
+            )
         if self.scn.audit_interval_s > 0:
             self.mon.spawn(self.auditor, name="auditor", tracked=False)
 
