@@ -21,6 +21,7 @@ from rmapsim.atomic import (
     atomic_inc_not_zero,
     atomic_read,
     atomic_set,
+    atomic_t,
 )
 from rmapsim.errors import KernelBug, KernelDefect, ListCorruptionWarning, ModelError
 from rmapsim.lists import ListOps
@@ -220,6 +221,8 @@ class Kernel:
         self.mm_cachep = self.mem.create_cache(MmStruct, "mm_struct")
         self.warnings: list[ListCorruptionWarning] = []
         self.tasks: dict[str, MmStruct] = {}
+        #: Pages moved by compaction (statistics).
+        self.migrated = atomic_t(0)
 
     # -- helpers the kernel functions share --------------------------------------------
 
@@ -229,7 +232,9 @@ class Kernel:
         The lock, the refcount (from 2.6.35) and the list head; ->root is set by
         whoever allocates the anon_vma, not here.
         """
-        av.lock = self.sync.spinlock("anon_vma", f"anon_vma@{av.addr:#x}.lock")
+        # With root-anon-vma only a root's lock is ever taken: say so in its name.
+        suffix = "[root]" if self.variant.root_anon_vma else ""
+        av.lock = self.sync.spinlock("anon_vma", f"anon_vma@{av.addr:#x}.lock{suffix}")
         if isinstance(av, AnonVmaRef):
             atomic_set(av.external_refcount, 0)
         self.lists.INIT_LIST_HEAD(av.head)

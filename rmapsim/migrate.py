@@ -28,8 +28,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from rmapsim import rmap
-from rmapsim.atomic import atomic_dec
-from rmapsim.errors import KernelOops
+from rmapsim.atomic import atomic_add, atomic_dec
+from rmapsim.errors import KernelBug, KernelOops
 from rmapsim.structs import MmStruct, Page, Pte, PteKind, VmArea
 
 if TYPE_CHECKING:
@@ -47,14 +47,17 @@ def migration_entry_to_page(k: Kernel, mm: MmStruct, address: int, pte: Pte) -> 
     """The page a migration entry names; it must be locked, its migration under way."""
     page = pte.page
     assert page is not None
-    k.BUG_ON(
-        not page.lock.locked(),
-        "!PageLocked(p)",
-        entry=f"migration entry of {mm.comm} at {address:#x} naming {page.name}",
-        why="a migration entry left behind: its migration is over and the page unlocked",
-        page=page.name,
-        address=address,
-    )
+    if not page.lock.locked():
+        raise KernelBug(
+            f"kernel BUG at include/linux/swapops.h in migration_entry_to_page: "
+            f"BUG_ON(!PageLocked(p)): the PTE of {mm.comm} at {address:#x} is a migration "
+            f"entry for {page.name}, whose migration is over: the remove_migration_ptes "
+            f"walk missed it (a migration entry left behind)",
+            function="migration_entry_to_page",
+            entry=f"migration entry of {mm.comm} at {address:#x}",
+            page=page.name,
+            address=f"{address:#x}",
+        )
     return page
 
 
@@ -278,4 +281,6 @@ def compact_pages(k: Kernel, pages: Iterable[Page]) -> int:
     isolated = [page for page in pages if swap.isolate(k, page)]
     if not isolated:
         return 0
-    return len(isolated) - migrate_pages(k, isolated)
+    moved = len(isolated) - migrate_pages(k, isolated)
+    atomic_add(moved, k.migrated)
+    return moved

@@ -303,6 +303,7 @@ def run_program(
     check: bool = True,
     slab_page_bytes: int = 4096,
     min_partial: int = 5,
+    split_ptlocks: bool = True,
 ) -> ExecResult:
     """Run a program single-threaded, auditing after every line.
 
@@ -320,6 +321,7 @@ def run_program(
         debug_list=debug_list,
         slab_page_bytes=slab_page_bytes,
         min_partial=min_partial,
+        split_ptlocks=split_ptlocks,
     )
     result = ExecResult(v, memory)
     seen: set[tuple[Any, ...]] = set()

@@ -476,12 +476,12 @@ def page_lock_anon_vma(k: Kernel, page: Page) -> AnonVma | None:
         root.lock.release()
         k.mem.rcu_read_unlock()
         return None
-    anon_vma_lock(k, anon_vma)
+    anon_vma_lockptr(k, anon_vma).acquire()  # anon_vma_lock(), inline as in the kernel
     return anon_vma  # type: ignore[no-any-return]
 
 
 def page_unlock_anon_vma(k: Kernel, anon_vma: AnonVma) -> None:
-    anon_vma_unlock(k, anon_vma)
+    anon_vma_lockptr(k, anon_vma).release()  # anon_vma_unlock(): ->root read again
     k.mem.rcu_read_unlock()
 
 

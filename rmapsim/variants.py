@@ -183,14 +183,13 @@ PRESETS: dict[str, tuple[tuple[str, ...], str]] = {
 PROVENANCE: dict[str, str] = {
     "2.6.34-rc3": "tested: the kernel that crashed for Borislav and in bugzilla 15680 "
     "(reconstructed from 2.6.33 and 5beb4930, the April fixes taken out)",
-    "rik-v2": "a guess: the text of Rik's -v2 is not available, and the BUG_ON(!anon_vma) "
-    "this reconstruction hits on the first write fault was never reported; kept only to "
-    "compare with rik-v2-dst",
+    "rik-v2": "a guess at what was tested: the text of Rik's -v2 is not available, and the "
+    "BUG_ON(!anon_vma) this reconstruction hits on the first write fault was never "
+    "reported; kept only to compare with rik-v2-dst",
     "rik-v2-dst": "tested: what the thread says Borislav ran when the endless walk under "
     "anon_vma->lock appeared (Rik's -v2 with Linus' dst->anon_vma line; the -v2 part is "
     "reconstructed)",
-    "hannes-merge": "exact text (the seed mail's diff), never run by the thread: \"compiles "
-    "and boots but I have not really exercised this code\"",
+    "hannes-merge": "exact text (the seed mail's diff); the thread never reports running it",
     "2.6.34": "released 16 May 2010; checked against the 2.6.34 tree",
     "2.6.35": "tested (Hugh's kbuild boxes): the reverse map of 2.6.36-rc1 and -rc2, checked "
     "against those commits.  Named 2.6.35 here, but the released 2.6.35 (1 Aug 2010) had no "

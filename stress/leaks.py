@@ -150,8 +150,10 @@ def check(
             stray = stray_for(mon, holder, lock) if mon.strays else None
             if stray is None or snap.now - stray.at < mon.config.poll_s:
                 continue
-        elif _exit_explained(mon, holder):
-            continue
+            if not holder.holds(lock):  # released since the watchdog looked
+                continue
+        elif not holder.holds(lock) or _exit_explained(mon, holder):
+            continue  # (a dead thread's books no longer change: this look is final)
         key = (KIND, id(lock), holder.tid, since)
         seen.add(key)
         ex_locks.add(id(lock))

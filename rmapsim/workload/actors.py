@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rmapsim import migrate, swap
+from rmapsim.atomic import atomic_read
 from rmapsim.audit import audit
 from rmapsim.errors import KernelDefect, ListLoop
 from rmapsim.kernel import Kernel, SpinState
@@ -466,6 +467,7 @@ class World:
             "swap_slots_in_use": k.swap.in_use(),
             "swap_writes": k.swap.writes,
             "swap_reads": k.swap.reads,
+            "pages_migrated": atomic_read(k.migrated),
             "audits": self.audits,
             "audits_skipped": self.audit_skips,
         }
