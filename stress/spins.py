@@ -8,8 +8,9 @@ it never ends, with what it spins on, instead of calling the thread merely busy:
         while not free():
             s.step()          # one look; raises Cancelled once the run is cancelled
 
-A spin still going after the hold budget (`hold_s`) is a soft lockup: a
-``livelock`` verdict (a thread that runs and completes nothing) whose evidence is
+A spin still going after the walk bound (`walk_s`) is a soft lockup, named
+before any lock the spinner holds can be called a long hold: a ``livelock``
+verdict (a thread that runs and completes nothing) whose evidence is
 the spin's subject and evidence, the spinner's stack, the locks it holds and
 everyone queued behind them.  Spins are rare and short-lived, so they live in a
 small registry of the Monitor rather than in the per-thread fast path.
@@ -85,13 +86,13 @@ def check(
     ex_threads: set[ThreadState],
     ex_locks: set[int],
 ) -> None:
-    """Name every spin older than the hold budget (one watchdog poll)."""
+    """Name every spin older than the walk bound (one watchdog poll)."""
     if not mon.spins:
         return
     with mon.spins_lock:
         spins = list(mon.spins.values())
     for spin in spins:
-        if spin.state in ex_threads or snap.now - spin.t0 <= mon.config.hold_s:
+        if spin.state in ex_threads or snap.now - spin.t0 <= mon.config.walk_s:
             continue
         key = ("soft-lockup", id(spin))
         seen.add(key)

@@ -5,7 +5,7 @@ where its innermost frame is and how many operations it completed, then checks
 for hangs from the most specific kind to the least:
 
   list-loop    a walk past its step bound (or, without one, past walk_s and still stepping)
-  livelock     (soft lockup) a declared busy-wait past the hold budget (stress.spins)
+  livelock     (soft lockup) a declared busy-wait past walk_s (stress.spins)
   leaked-lock  a lock held with nobody inside it (its taker exited, or unlocked another
                lock instead: stress.leaks)
   deadlock     a cycle in the wait-for graph (a self-deadlock is a cycle of one)
