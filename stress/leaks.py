@@ -127,8 +127,8 @@ def stray_for(mon: Monitor, holder: ThreadState, lock: Any) -> StrayUnlock | Non
 
 
 def _exit_explained(mon: Monitor, holder: ThreadState) -> bool:
-    """A thread that died with a verdict of its own (a crash) explains its locks already."""
-    return any(holder.name in v.culprits for v in mon.book.snapshot())
+    """A thread that crashed or reported a defect (an oops) explains the locks it left."""
+    return holder in mon.faulted
 
 
 def check(

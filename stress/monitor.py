@@ -176,6 +176,8 @@ class Monitor:
         self.stuck_detail: list[dict[str, Any]] = []
         #: Unlocks of kernel-style locks by threads that did not hold them (stress.leaks).
         self.strays: list[leaks.StrayUnlock] = []
+        #: Threads that reported a defect or crashed: locks they die holding are explained.
+        self.faulted: set[ThreadState] = set()
         #: Busy-waits in progress (stress.spins), by id.
         self.spins: dict[int, spins.Spin] = {}
         self.spins_lock = threading.Lock()
@@ -352,6 +354,7 @@ class Monitor:
         where `exc` was raised when the defect arrives as a caught exception.
         """
         state = current()
+        self.faulted.add(state)
         stack = capture_exception(exc, skip=2) if exc is not None else capture_current(skip=2)
         objects = [x for x in locks if not isinstance(x, str)]
         ev = {str(k): diagnosis.plain(v) for k, v in (evidence or {}).items()}
@@ -374,6 +377,7 @@ class Monitor:
         return self.record(verdict, stop=stop)
 
     def worker_crashed(self, state: ThreadState, exc: BaseException) -> Verdict:
+        self.faulted.add(state)
         return self.record(diagnosis.crash(state, exc, self.now_s()))
 
     def stray_unlock(self, state: ThreadState, lock: Any) -> None:

@@ -124,6 +124,25 @@ def test_a_crashed_taker_is_explained_by_its_crash(monitor_factory: Any, fast: C
     assert [v.kind for v in result.verdicts] == ["crash"]
 
 
+def test_takers_that_reported_a_defect_are_explained_too(
+    monitor_factory: Any, fast: Config
+) -> None:
+    """Two threads hit the same bug (one verdict, counted twice) and die holding locks."""
+    mon = monitor_factory(fast.replace(linger_s=0.3), name="oopses")
+    locks = [mon.spinlock("page_lock", f"page#{i}.lock") for i in range(2)]
+    both = threading.Barrier(2, timeout=5)
+
+    def oops(lock: Any) -> None:
+        lock.acquire()
+        both.wait()
+        mon.report_defect("crash", "kernel BUG in the same place")  # then the thread dies
+
+    for i, lock in enumerate(locks):
+        mon.spawn(oops, lock, name=f"p{i}/t0", tracked=False)
+    result = mon.run()
+    assert [(v.kind, v.count) for v in result.verdicts] == [("crash", 2)]
+
+
 def test_stray_unlock_then_proper_unlock_is_no_leak(monitor_factory: Any, fast: Config) -> None:
     mon = monitor_factory(fast.replace(duration_s=0.8), name="no-leak")
     a = mon.spinlock("alpha", "alpha#1")
