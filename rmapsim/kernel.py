@@ -48,14 +48,13 @@ EventHook = Callable[[KernelDefect], None]
 class SpinState:
     """A CPU spinning in spin_lock on a word that is no longer a free lock."""
 
-    __slots__ = ("addr", "handle", "ticket", "view", "what")
+    __slots__ = ("addr", "ticket", "view", "what")
 
     def __init__(self, what: str, view: Any, ticket: int) -> None:
         self.what = what
         self.view = view
         self.addr: int = view.addr
         self.ticket = ticket
-        self.handle: Any = None
 
     def subject(self) -> str:
         return f"lock word @{self.addr:#x} ({self.view.mem.describe_addr(self.addr)})"

@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from rmapsim import anon_vma as av
 from rmapsim import rmap
 from rmapsim.atomic import atomic_add, atomic_dec
 from rmapsim.errors import KernelBug, KernelOops
@@ -221,8 +222,8 @@ def unmap_and_move(k: Kernel, page: Page, force: bool) -> int:
                     skip = True
                 remap_swapcache = False
             else:
-                anon_vma = rmap.page_anon_vma(page)
-                rmap.get_anon_vma(k, anon_vma)
+                anon_vma = av.page_anon_vma(page)
+                av.get_anon_vma(k, anon_vma)
     if not skip:
         if page.mapping is not None:
             rmap.try_to_unmap(
@@ -234,7 +235,7 @@ def unmap_and_move(k: Kernel, page: Page, force: bool) -> int:
         if rc and remap_swapcache:
             remove_migration_ptes(k, page, page)
     if anon_vma is not None:
-        rmap.drop_anon_vma(k, anon_vma)
+        av.drop_anon_vma(k, anon_vma)
     if rcu_locked:
         k.mem.rcu_read_unlock()
     page.lock.release()

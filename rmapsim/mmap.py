@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rmapsim import memory, rmap
+from rmapsim.anon_vma import anon_vma_lock, anon_vma_unlock
 from rmapsim.structs import (
     MMAP_MIN_ADDR,
     PAGE_SHIFT,
@@ -297,7 +298,7 @@ def vma_adjust(
             and (insert is not None or importer is not None or start != vma.vm_start)
         ):
             locked = vma.anon_vma
-            rmap.anon_vma_lock(k, locked)
+            anon_vma_lock(k, locked)
         vma.vm_start = start
         k.sched("vma_adjust:vm_start written")
         vma.vm_end = end
@@ -313,7 +314,7 @@ def vma_adjust(
         elif insert is not None:
             __insert_vm_struct(mm, insert)
         if locked is not None:
-            rmap.anon_vma_unlock(k, locked)
+            anon_vma_unlock(k, locked)
         if remove_next:
             assert nxt is not None
             if nxt.anon_vma is not None:

@@ -1,4 +1,7 @@
-"""mm/rmap.c: anon_vma lifetime, chains, page->mapping, and the reverse-map walks.
+"""mm/rmap.c: anon_vma chains, page->mapping, and the reverse-map walks.
+
+(Allocating, locking and pinning an anon_vma is `rmapsim.anon_vma`; its names are
+re-exported here, where the kernel's callers find them.)
 
 Every function follows the 2.6.34 step lists of anon-vma-2010.md (§4); where a
 variant changes a rule, the docstring names the patch and its source.  Locks are
@@ -12,10 +15,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from rmapsim.anon_vma import (
+    anon_vma_alloc,
+    anon_vma_chain_alloc,
+    anon_vma_chain_free,
+    anon_vma_free,
+    anon_vma_lock,
+    anon_vma_lockptr,
+    anon_vma_unlock,
+    anonvma_external_refcount,
+    drop_anon_vma,
+    get_anon_vma,
+    page_anon_vma,
+)
 from rmapsim.atomic import (
     atomic_add_negative,
-    atomic_dec_and_lock,
-    atomic_dec_and_test,
     atomic_inc,
     atomic_inc_and_test,
     atomic_read,
@@ -49,99 +63,6 @@ TTU_MIGRATION = 1
 TTU_ACTION = 0xFF
 TTU_IGNORE_MLOCK = 1 << 8
 TTU_IGNORE_ACCESS = 1 << 9
-
-
-# -- allocation ------------------------------------------------------------------------
-
-
-def anon_vma_alloc(k: Kernel) -> AnonVma:
-    av: AnonVma = k.mem.alloc(k.anon_vma_cachep)
-    return av
-
-
-def anon_vma_free(k: Kernel, anon_vma: AnonVma) -> None:
-    k.mem.free(anon_vma)
-
-
-def anon_vma_chain_alloc(k: Kernel) -> AnonVmaChain:
-    avc: AnonVmaChain = k.mem.alloc(k.anon_vma_chain_cachep)
-    return avc
-
-
-def anon_vma_chain_free(k: Kernel, avc: AnonVmaChain) -> None:
-    k.mem.free(avc)
-
-
-# -- locking an anon_vma (include/linux/rmap.h) -----------------------------------------
-
-
-def anon_vma_lockptr(k: Kernel, anon_vma: Any) -> Any:
-    """The lock that guards `anon_vma`'s list: its own, or (root-anon-vma) its root's.
-
-    012f1800 reads anon_vma->root at every lock and unlock: nothing pins the two
-    reads to the same root but the caller's guarantee that the anon_vma is alive.
-    """
-    return anon_vma.root.lock if k.variant.root_anon_vma else anon_vma.lock
-
-
-def anon_vma_lock(k: Kernel, anon_vma: Any) -> None:
-    anon_vma_lockptr(k, anon_vma).acquire()
-
-
-def anon_vma_unlock(k: Kernel, anon_vma: Any) -> None:
-    anon_vma_lockptr(k, anon_vma).release()
-
-
-def get_anon_vma(k: Kernel, anon_vma: Any) -> None:
-    """Pin an anon_vma (KSM, migration; root-anon-vma: a child pins its root)."""
-    atomic_inc(anon_vma.external_refcount)
-
-
-def anonvma_external_refcount(k: Kernel, anon_vma: Any) -> int:
-    """The pins on an anon_vma (2.6.34: ksm_refcount, always 0 here without KSM)."""
-    return atomic_read(anon_vma.external_refcount) if k.variant.has_refcount else 0
-
-
-def drop_anon_vma(k: Kernel, anon_vma: Any) -> None:
-    """Drop a pin; the last one frees an anon_vma whose list is empty.
-
-    anon-vma-refcount (2.6.35, inlined in unmap_and_move): atomic_dec_and_lock on
-    the anon_vma's lock, free if the list is empty.  root-anon-vma (76545066): the
-    lock is the root's, and freeing a child also drops the child's pin on its root,
-    freeing the root too when that was the last user of an empty root.  root-rmap
-    (44ab57a0) BUGs on a count that is not positive.
-    """
-    root_tree = k.variant.root_anon_vma
-    if k.variant.root_rmap:
-        k.BUG_ON(
-            atomic_read(anon_vma.external_refcount) <= 0,
-            "atomic_read(&anon_vma->external_refcount) <= 0",
-            anon_vma=anon_vma.name,
-        )
-    if not atomic_dec_and_lock(anon_vma.external_refcount, anon_vma_lockptr(k, anon_vma)):
-        return
-    root = anon_vma.root if root_tree else anon_vma
-    empty = k.lists.list_empty(anon_vma.head)
-    last_root_user = root_empty = False
-    if root_tree and empty and anon_vma is not root:
-        if k.variant.root_rmap:
-            k.BUG_ON(
-                atomic_read(root.external_refcount) <= 0,
-                "atomic_read(&root->external_refcount) <= 0",
-                anon_vma=root.name,
-            )
-        last_root_user = atomic_dec_and_test(root.external_refcount)
-        root_empty = k.lists.list_empty(root.head)
-    anon_vma_unlock(k, anon_vma)
-    if empty:
-        anon_vma_free(k, anon_vma)
-        if root_empty and last_root_user:
-            anon_vma_free(k, root)
-
-
-def page_anon_vma(page: Page) -> Any:
-    """page->mapping of an anonymous page (None when the page has none)."""
-    return page.mapping
 
 
 def page_mapped(page: Page) -> bool:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from rmapsim import Kernel, SingleThreadSync, audit, rmap
+from rmapsim import Kernel, SingleThreadSync, anon_vma, audit, rmap
 from rmapsim.atomic import atomic_read
 from rmapsim.structs import VM_READ, VM_WRITE, AnonVma, AnonVmaRef, AnonVmaRoot
 from rmapsim.sync import RwSem, SpinLock, _OneCpuLock, _OneCpuRwSem
@@ -182,10 +182,10 @@ def test_drop_anon_vma_frees_an_unlinked_anon_vma_with_its_last_pin(variant: str
     k = kernel(variant)
     three_generations(k)
     av = own_anon_vma(k, "G")
-    rmap.get_anon_vma(k, av)  # as migration does
+    anon_vma.get_anon_vma(k, av)  # as migration does
     k.exit("G")
     assert av.state == 1  # pinned: still allocated with an empty list
-    rmap.drop_anon_vma(k, av)
+    anon_vma.drop_anon_vma(k, av)
     assert av.state != 1
     k.exit("C")
     k.exit("P")
