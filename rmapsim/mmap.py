@@ -31,6 +31,7 @@ from rmapsim.structs import (
     AnonVma,
     MmStruct,
     VmArea,
+    shadow_oldest,
 )
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ def vma_copy(dst: VmArea, src: VmArea) -> None:
     dst.anon_vma = src.anon_vma
     dst.vm_pgoff = src.vm_pgoff
     dst.junk = dict(src.junk) if src.junk else None
-    dst.shadow_oldest = src.shadow_oldest
+    dst.shadow_oldest = shadow_oldest(src)
 
 
 def vm_get_page_prot(vm_flags: int) -> int:
@@ -281,7 +282,7 @@ def vma_adjust(
                 if rmap.anon_vma_clone(k, importer, exporter):
                     return ENOMEM
                 importer.anon_vma = exporter.anon_vma
-                importer.shadow_oldest = exporter.shadow_oldest
+                importer.shadow_oldest = shadow_oldest(exporter)
         else:
             if vma.anon_vma is not None and (
                 insert is not None or importer is not None or start != vma.vm_start
@@ -290,7 +291,7 @@ def vma_adjust(
             if anon_vma is not None and importer is not None and importer.anon_vma is None:
                 rmap.anon_vma_clone(k, importer, vma)
                 importer.anon_vma = anon_vma
-                importer.shadow_oldest = (exporter or vma).shadow_oldest
+                importer.shadow_oldest = shadow_oldest(exporter or vma)
         locked: AnonVma | None = None
         if (
             k.variant.root_anon_vma

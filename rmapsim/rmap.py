@@ -49,6 +49,7 @@ from rmapsim.structs import (
     PteKind,
     VmArea,
     linear_page_index,
+    shadow_oldest,
 )
 
 if TYPE_CHECKING:
@@ -102,7 +103,7 @@ def anon_vma_prepare(k: Kernel, vma: VmArea) -> int:
             near = mmap.find_mergeable_vma(k, vma)
             if near is not None:
                 k.sched("anon_vma_prepare:rik-v2 clone")
-                vma.shadow_oldest = near.shadow_oldest
+                vma.shadow_oldest = shadow_oldest(near)
                 return anon_vma_clone(k, vma, near)
         avc: AnonVmaChain | None = anon_vma_chain_alloc(k)
         anon_vma = mmap.find_mergeable_anon_vma(k, vma)
@@ -186,7 +187,7 @@ def anon_vma_fork(k: Kernel, vma: VmArea, pvma: VmArea) -> int:
     else:
         anon_vma_chain_link(k, vma, avc, anon_vma)
         vma.anon_vma = anon_vma
-    vma.shadow_oldest = pvma.shadow_oldest
+    vma.shadow_oldest = shadow_oldest(pvma)
     return 0
 
 
@@ -252,7 +253,7 @@ def anon_vma_merge(k: Kernel, vma: VmArea, next: VmArea) -> None:
             avc.vma = vma
             k.lists.list_move_tail(avc.same_vma, vma.anon_vma_chain)
             anon_vma_unlock(k, anon_vma)
-            vma.shadow_oldest = next.shadow_oldest  # next's ancestors are vma's now
+            vma.shadow_oldest = shadow_oldest(next)  # next's ancestors are vma's now
 
 
 # -- page->mapping ---------------------------------------------------------------------

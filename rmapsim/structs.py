@@ -463,5 +463,14 @@ class Page:
         return f"<page {self.name} mapcount={self.mapcount} mapping={self.mapping!r}>"
 
 
+def shadow_oldest(vma: Any) -> AnonVma | None:
+    """A vma's audit-only oldest anon_vma; None for a vma read through a wild pointer.
+
+    It is not kernel memory, so a view of recycled memory has none.
+    """
+    value: AnonVma | None = getattr(vma, "shadow_oldest", None)
+    return value
+
+
 def linear_page_index(vma: VmArea, address: int) -> int:
     return ((address - vma.vm_start) >> PAGE_SHIFT) + vma.vm_pgoff
