@@ -22,6 +22,7 @@ taker now, and everyone queued behind the lock.
 
 from __future__ import annotations
 
+import linecache
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from time import perf_counter
@@ -88,12 +89,17 @@ class StrayUnlock:
 
 
 def _site(lock: Any) -> Site:
-    frame: FrameType | None = getattr(lock, "_site", None)
-    if frame is None:
+    site: tuple[FrameType, int] | None = getattr(lock, "_site", None)
+    if site is None:
         return Site()
+    frame, line = site
     frames = capture(frame)
+    if not frames:
+        return Site()
+    here = frames[-1]
+    code = linecache.getline(here.file, line).strip()
     callers = [f.func for f in reversed(frames[:-1]) if not f.internal]
-    return Site(frames[-1], callers[:8]) if frames else Site()
+    return Site(Frame(here.file, line, here.func, code), callers[:8])
 
 
 def record(mon: Monitor, state: ThreadState, lock: Any) -> StrayUnlock:

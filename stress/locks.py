@@ -267,7 +267,8 @@ class TimedMutex(Mutex):
         self._hold = Histogram()
         self._ring = self._mon.trace_ring
         self._t0 = 0.0
-        #: The frame that took the lock, kept while it is held (where a leaked lock was taken).
+        #: (frame, line) that took the lock, kept while it is held (where a leaked lock was
+        #: taken); the line is read at once, as the frame goes on executing afterwards.
         self._site: Any = None
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
@@ -277,7 +278,8 @@ class TimedMutex(Mutex):
             self._free.pop()
         except IndexError:
             if self._contended(blocking, timeout, self._key):
-                self._site = sys._getframe(1)
+                f = sys._getframe(1)
+                self._site = (f, f.f_lineno)
                 self._t0 = perf_counter()
                 return True
             return False
@@ -290,7 +292,8 @@ class TimedMutex(Mutex):
         held.append(self)
         self._seen = None
         self._nacq += 1
-        self._site = sys._getframe(1)
+        f = sys._getframe(1)
+        self._site = (f, f.f_lineno)
         self._t0 = perf_counter()
         return True
 
@@ -298,7 +301,8 @@ class TimedMutex(Mutex):
 
     def acquire_nested(self, subclass: int = 1, blocking: bool = True, timeout: float = -1) -> bool:
         if Mutex.acquire_nested(self, subclass, blocking, timeout):
-            self._site = sys._getframe(1)
+            f = sys._getframe(1)
+            self._site = (f, f.f_lineno)
             self._t0 = perf_counter()
             return True
         return False

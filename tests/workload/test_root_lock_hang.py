@@ -111,7 +111,7 @@ def test_2_6_35_unlocks_another_root_and_the_root_lock_leaks() -> None:
     ev = v.evidence
     assert ev["lock"] == facts["root_lock"] and ev["lock"].endswith("[root]")
     assert ev["taken_by"] == "kswapd-0"
-    assert "in page_lock_anon_vma" in ev["taken_at"]
+    assert "in page_lock_anon_vma: anon_vma_lockptr(k, anon_vma).acquire()" in ev["taken_at"]
     assert ev["unlock_went_to"] == facts["a_lock"]
     assert "in page_unlock_anon_vma" in ev["unlock_at"]
     assert v.summary.startswith(f"{facts['root_lock']} is held by nobody inside it")
