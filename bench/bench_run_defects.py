@@ -1,7 +1,7 @@
 """Time to first defect of each pre-fix kernel on real threads, over many seeds.
 
     python bench/bench_run_defects.py [--seeds 1-10] [--duration S] [--clean-seeds 1,2]
-                                      [--scenario FILE ...]
+                                      [--scenario FILE ...] [--variants V,...] [--fixed V]
 
 For each scenario (default: scenarios/lkml-2010.toml, KASAN memory, and
 scenarios/lkml-2010-reuse.toml, reuse memory) and each pre-fix variant
@@ -11,7 +11,9 @@ must stay clean.  The table shows, per variant: seeds that found a defect, the
 median time to first defect with clean seeds counted as never (so a median of
 ">D" means most seeds stayed clean for D seconds), min/median/max over the seeds
 that found one, and the kinds of the first verdicts with their counts.  Target
-(KASAN): median under 2 s for every pre-fix kernel.
+(KASAN): median under 2 s for every pre-fix kernel.  Later kernels: e.g.
+``--scenario scenarios/root-lock-hang.toml --variants 2.6.35 --fixed 2.6.36
+--clean-seeds 1-10``.
 
 Each case runs in its own child process: a case whose harness hangs or dies
 (faulthandler backstop) is reported as such, with its stderr kept in a folder,
@@ -255,7 +257,13 @@ def main() -> None:
         default=",".join(PRE_FIX),
         help="comma-separated pre-fix variants (default: the four of the thread)",
     )
+    parser.add_argument(
+        "--fixed",
+        default=FIXED,
+        help=f"the fixed kernel, which must stay clean (default {FIXED})",
+    )
     args = parser.parse_args()
+    fixed = args.fixed
 
     from rmapsim.workload import ScenarioError, load_scenario, watchdog_config
     from stress.errors import ConfigError
@@ -266,7 +274,7 @@ def main() -> None:
     for p in paths:
         try:
             scn = load_scenario(p)
-            scn.override(variants=[*variants, FIXED])  # refuses an unknown variant
+            scn.override(variants=[*variants, fixed])  # refuses an unknown variant
             scn = scn.override(duration_s=args.duration) if args.duration else scn
             watchdog_config(scn)  # refuses a duration too short for the watchdog's verdicts
             scenarios.append(scn)
@@ -285,8 +293,8 @@ def main() -> None:
     every: list[Case] = []
     for scn in scenarios:
         rows: dict[str, list[Case]] = {}
-        for variant in [*variants, FIXED]:
-            seeds = args.clean_seeds if variant == FIXED else args.seeds
+        for variant in [*variants, fixed]:
+            seeds = args.clean_seeds if variant == fixed else args.seeds
             rows[variant] = []
             for seed in seeds:
                 c = run_one(scn.path, variant, seed, scn.duration_s, keep)
@@ -310,10 +318,10 @@ def main() -> None:
                 f"  target median < {TARGET_MEDIAN_S:g} s for every pre-fix kernel: "
                 f"{'MET' if met else 'NOT MET'} ({'; '.join(verdict)})"
             )
-        clean = rows[FIXED]
+        clean = rows[fixed]
         bad = [c for c in clean if c.outcome != "clean"]
         report.append(
-            f"  {FIXED} seeds {','.join(str(c.seed) for c in clean)}: "
+            f"  {fixed} seeds {','.join(str(c.seed) for c in clean)}: "
             + (
                 "clean"
                 if not bad

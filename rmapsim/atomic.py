@@ -28,8 +28,10 @@ __all__ = [
     "atomic_add",
     "atomic_add_negative",
     "atomic_add_return",
+    "atomic_add_unless",
     "atomic_cmpxchg",
     "atomic_dec",
+    "atomic_dec_and_lock",
     "atomic_dec_and_test",
     "atomic_inc",
     "atomic_inc_and_test",
@@ -153,6 +155,33 @@ def atomic_inc_not_zero(v: Any) -> bool:
             return False
         v.counter = cur + 1
         return True
+
+
+def atomic_add_unless(v: Any, a: int, u: int) -> bool:
+    """Add `a` unless the value is `u`; true when it added."""
+    with v._lock:
+        cur = v.counter
+        if _window is not None:
+            _win("atomic_add_unless")
+        if cur == u:
+            return False
+        v.counter = cur + a
+        return True
+
+
+def atomic_dec_and_lock(v: Any, lock: Any) -> bool:
+    """Decrement; if that reaches zero, return true with `lock` taken (lib/dec_and_lock.c).
+
+    The fast path decrements without the lock while the count cannot reach zero;
+    the last decrement happens under the lock, so whoever finds zero also holds it.
+    """
+    if atomic_add_unless(v, -1, 1):
+        return False
+    lock.acquire()
+    if atomic_dec_and_test(v):
+        return True
+    lock.release()
+    return False
 
 
 @contextlib.contextmanager

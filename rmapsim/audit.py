@@ -10,7 +10,9 @@
   checked for hannes-merge, whose merge does not rely on it);
 * I6 order: the tail of a vma's chain is its oldest ancestor (only for variants
   with oldest-anon-vma, which rely on it);
-* I7 list well-formedness: every list returns to its head, x->next->prev == x.
+* I7 list well-formedness: every list returns to its head, x->next->prev == x;
+* I8 no migration entry outside a migration: between operations every migration
+  entry has been turned back into a PTE (one left behind faults into a BUG).
 
 The audit reads stored values (`peek`), never through stale views, so it never
 trips KASAN itself and never follows a wild pointer.
@@ -46,6 +48,7 @@ NAMES = {
     "I5": "same anon_vma, same chain",
     "I6": "chain tail is the oldest ancestor",
     "I7": "list well-formedness",
+    "I8": "migration entry left behind",
 }
 
 
@@ -293,6 +296,17 @@ class _Audit:
     def check_pages(self, mms: list[MmStruct], list_of: dict[int, list[AnonVmaChain]]) -> None:
         for mm in mms:
             for address, pte in sorted(mm.ptes.items()):
+                if pte.kind is PteKind.MIGRATION and pte.page is not None:
+                    where = f"{mm.comm} at {address:#x}"
+                    self.add(
+                        "I8",
+                        f"the PTE of {where} is still a migration entry for {pte.page.name} "
+                        f"after its migration ended: the second rmap walk missed it, and the "
+                        f"next fault there hits BUG_ON(!PageLocked) in migration_entry_to_page",
+                        (mm.comm, address, pte.page.pfn),
+                        page=f"{pte.page.name} (migration entry of {where})",
+                    )
+                    continue
                 if pte.kind is not PteKind.PRESENT or pte.page is None:
                     continue
                 page = pte.page

@@ -31,6 +31,7 @@ def mm_alloc(k: Kernel, comm: str) -> MmStruct:
     mm.page_table_lock = k.sync.spinlock("page_table_lock", f"{comm}.page_table_lock")
     k.lists.INIT_LIST_HEAD(mm.mmlist)
     mm.ptes = {}
+    mm.ptlocks = {}
     mm.junk = None
     return mm
 

@@ -46,6 +46,7 @@ _OPS = (
     ("munmap", 2),
     ("exit", 2),
     ("referenced", 2),
+    ("migrate", 2),
 )
 _OP_NAMES = tuple(name for name, w in _OPS for _ in range(w))
 

@@ -21,24 +21,67 @@ from rmapsim.atomic import (
     atomic_inc_not_zero,
     atomic_read,
     atomic_set,
+    atomic_t,
 )
 from rmapsim.errors import KernelBug, KernelDefect, ListCorruptionWarning, ModelError
 from rmapsim.lists import ListOps
 from rmapsim.slab import Memory
 from rmapsim.structs import (
     PAGE_SIZE,
+    PMD_SHIFT,
     AnonVma,
     AnonVmaChain,
+    AnonVmaRef,
+    AnonVmaRoot,
     MmStruct,
     Page,
     VmArea,
 )
 from rmapsim.sync import SyncFactory, ThreadingSync
 from rmapsim.variants import Variant, parse_variant
-from rmapsim.walk import LoopHook, StepHook, Tracker, Walks
+from rmapsim.walk import LoopHook, StepHook, Tracker, WalkHandle, Walks
 
 YieldHook = Callable[[str], None]
 EventHook = Callable[[KernelDefect], None]
+
+
+class SpinState:
+    """A CPU spinning in spin_lock on a word that is no longer a free lock."""
+
+    __slots__ = ("addr", "ticket", "view", "what")
+
+    def __init__(self, what: str, view: Any, ticket: int) -> None:
+        self.what = what
+        self.view = view
+        self.addr: int = view.addr
+        self.ticket = ticket
+
+    def subject(self) -> str:
+        return f"lock word @{self.addr:#x} ({self.view.mem.describe_addr(self.addr)})"
+
+    def evidence(self) -> dict[str, Any]:
+        """What the word is now: its value, the ticket waited for, who owns the memory."""
+        word = self.view.word()
+        return {
+            "lock_word": f"{self.addr:#x}",
+            "word_now": f"{word:#018x}",
+            "owner_ticket": f"{word & 0xFF:#04x}",
+            "my_ticket": f"{self.ticket:#04x}",
+            "memory_now": self.view.mem.describe_addr(self.addr),
+        }
+
+
+#: Called when a CPU starts spinning on a dead lock word; the handle sees each look.
+SpinTracker = Callable[[SpinState], WalkHandle]
+
+
+def anon_vma_class(variant: Variant) -> type[AnonVma]:
+    """The struct anon_vma layout of a kernel: 2.6.34's, 2.6.35's (refcount), 2.6.36's (root)."""
+    if variant.root_anon_vma:
+        return AnonVmaRoot
+    if variant.anon_vma_refcount:
+        return AnonVmaRef
+    return AnonVma
 
 
 class PageAllocator:
@@ -123,10 +166,13 @@ class Kernel:
         walk_step: StepHook | None = None,
         on_loop: LoopHook | None = None,
         walk_tracker: Tracker | None = None,
+        spin_tracker: SpinTracker | None = None,
         on_event: EventHook | None = None,
         slab_page_bytes: int = 4096,
         min_partial: int = 5,
         quarantine_bytes: int = 8 << 20,
+        split_ptlocks: bool = True,
+        single_cpu: bool | None = None,
     ) -> None:
         self.variant = parse_variant(variant) if isinstance(variant, str) else variant
         self.mem = (
@@ -140,6 +186,16 @@ class Kernel:
             )
         )
         self.sync: SyncFactory = sync if sync is not None else ThreadingSync()
+        #: One CPU (single-threaded runs): a spin on a word nobody else can change is a
+        #: lockup at once.  Several CPUs: the spinner spins until the word changes.
+        self.single_cpu = (
+            bool(getattr(self.sync, "single_cpu", False)) if single_cpu is None else single_cpu
+        )
+        self.spin_tracker = spin_tracker
+        #: USE_SPLIT_PTLOCKS (2.6.34 on SMP without lock debugging): one PTE lock per
+        #: page table; False: mm->page_table_lock guards every PTE of the mm.
+        self.split_ptlocks = split_ptlocks
+        self._ptlock_guard = threading.Lock()
         self.debug_vm = debug_vm
         self.yield_point = yield_point
         #: Where a busy-wait loop lets others run (a controlled scheduler must switch
@@ -152,21 +208,77 @@ class Kernel:
         from rmapsim import swap
 
         self.swap = swap.SwapState(self)
+        self.anon_vma_cls = anon_vma_class(self.variant)
+        self.mem.structs["anon_vma"] = self.anon_vma_cls
+        if not self.single_cpu:
+            self.mem.spin_on_word = self._spin_on_word
         self.anon_vma_cachep = self.mem.create_cache(
-            AnonVma, "anon_vma", ctor=self.anon_vma_ctor, rcu=True
+            self.anon_vma_cls, "anon_vma", ctor=self.anon_vma_ctor, rcu=True
         )
         self.anon_vma_chain_cachep = self.mem.create_cache(AnonVmaChain, "anon_vma_chain")
         self.vm_area_cachep = self.mem.create_cache(VmArea, "vm_area_struct")
         self.mm_cachep = self.mem.create_cache(MmStruct, "mm_struct")
         self.warnings: list[ListCorruptionWarning] = []
         self.tasks: dict[str, MmStruct] = {}
+        #: Pages moved by compaction (statistics).
+        self.migrated = atomic_t(0)
 
     # -- helpers the kernel functions share --------------------------------------------
 
     def anon_vma_ctor(self, av: AnonVma) -> None:
-        """anon_vma_ctor (mm/rmap.c): once per slab object, not per allocation."""
-        av.lock = self.sync.spinlock("anon_vma", f"anon_vma@{av.addr:#x}.lock")
+        """anon_vma_ctor (mm/rmap.c): once per slab object, not per allocation.
+
+        The lock, the refcount (from 2.6.35) and the list head; ->root is set by
+        whoever allocates the anon_vma, not here.
+        """
+        # With root-anon-vma only a root's lock is ever taken: say so in its name.
+        suffix = "[root]" if self.variant.root_anon_vma else ""
+        av.lock = self.sync.spinlock("anon_vma", f"anon_vma@{av.addr:#x}.lock{suffix}")
+        if isinstance(av, AnonVmaRef):
+            atomic_set(av.external_refcount, 0)
         self.lists.INIT_LIST_HEAD(av.head)
+
+    def pte_lockptr(self, mm: MmStruct, address: int) -> Any:
+        """The lock of the PTE mapping `address` (pte_lockptr / pte_offset_map_lock).
+
+        With split PTE locks it is the lock of that page table (2 MiB of address
+        space), made when the table is first needed (__pte_alloc) and kept as long
+        as the mm; without, mm->page_table_lock.
+        """
+        if not self.split_ptlocks:
+            return mm.page_table_lock
+        idx = address >> PMD_SHIFT
+        locks: dict[int, Any] = mm.ptlocks
+        lock = locks.get(idx)
+        if lock is None:
+            with self._ptlock_guard:  # never held across a yield point
+                lock = locks.get(idx)
+                if lock is None:
+                    lock = self.sync.spinlock("ptlock", f"{mm.comm}.ptl[{idx << PMD_SHIFT:#x}]")
+                    locks[idx] = lock
+        return lock
+
+    def _spin_on_word(self, view: Any, ticket: int) -> None:
+        """A CPU spinning until a stale lock word's owner byte reaches its ticket.
+
+        Each look is a cpu_relax() (where a scheduler lets another CPU run) and a
+        step of the spin tracker, which is how a watchdog sees the spin and how a
+        cancelled run gets the CPU back.
+        """
+        st = SpinState("spin_lock", view, ticket)
+        handle = self.spin_tracker(st) if self.spin_tracker is not None else None
+        error: BaseException | None = None
+        try:
+            while not view.owner_is(ticket):
+                self.cpu_relax("spin_lock:dead lock word")
+                if handle is not None:
+                    handle.step()
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if handle is not None:
+                handle.end(error)
 
     def sched(self, where: str) -> None:
         """A point where the real kernel could be preempted or raced (yield hook)."""
@@ -334,6 +446,13 @@ class Kernel:
                 if pte.page is page:
                     return name, addr
         return None
+
+    def migrate(self, name: str, addr: int, npages: int) -> int:
+        """Migrate the pages mapped in a range to new page frames (the count not moved)."""
+        from rmapsim import migrate, swap
+
+        pages = swap.mapped_pages(self, self.task(name), addr, npages * PAGE_SIZE)
+        return migrate.migrate_pages(self, pages)
 
     def referenced(self, name: str, addr: int, npages: int) -> int:
         from rmapsim import swap

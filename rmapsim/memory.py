@@ -1,16 +1,22 @@
 """mm/memory.c: page faults, COW, swap-in, zapping PTEs, copying them at fork.
 
 Faults run under mmap_sem held for reading, so threads of one mm fault
-concurrently; the PTE is re-checked under page_table_lock (pte_same) the way the
-kernel does before anything is installed.
+concurrently; the PTE is re-checked under its PTE lock (pte_same) the way the
+kernel does before anything is installed.  The PTE lock is the page table's own
+with split PTE locks (`Kernel.pte_lockptr`), else mm->page_table_lock.
+
+A migration entry (a PTE naming a page being migrated) faults like a swap entry:
+do_swap_page waits for the migration to end and the access is retried
+(migration_entry_wait, mm/migrate.c).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rmapsim import rmap, swap
+from rmapsim import migrate, rmap, swap
 from rmapsim.structs import (
+    PMD_SHIFT,
     VM_EXEC,
     VM_MAYWRITE,
     VM_READ,
@@ -39,7 +45,7 @@ def _maybe_mkwrite(vma: VmArea) -> bool:
 
 def do_anonymous_page(k: Kernel, mm: MmStruct, vma: VmArea, address: int, write: bool) -> int:
     """First touch of an anonymous page: the zero page on read, a new page on write."""
-    ptl = mm.page_table_lock
+    ptl = k.pte_lockptr(mm, address)
     if not write:
         ptl.acquire()
         if mm.ptes.get(address) is None:
@@ -62,12 +68,12 @@ def do_anonymous_page(k: Kernel, mm: MmStruct, vma: VmArea, address: int, write:
 
 
 def do_wp_page(k: Kernel, mm: MmStruct, vma: VmArea, address: int, orig: Pte) -> int:
-    """Write to a present, write-protected PTE (page_table_lock held; released here).
+    """Write to a present, write-protected PTE (its PTE lock held; released here).
 
     Reuse the page when we are its only user (reuse_swap_page), moving it to our
     own anon_vma (page_move_anon_rmap); otherwise copy it (COW) into a new page.
     """
-    ptl = mm.page_table_lock
+    ptl = k.pte_lockptr(mm, address)
     old_page = orig.page if orig.kind is PteKind.PRESENT else None
     if old_page is not None:
         if not old_page.lock.acquire(False):
@@ -121,13 +127,18 @@ def do_swap_page(k: Kernel, mm: MmStruct, vma: VmArea, address: int, orig: Pte, 
     2.6.34 order: set the PTE, then page_add_anon_rmap (which on a first mapping
     sets page->mapping by the variant's __page_set_anon_rmap rule), then swap_free.
     A write fault that can reuse the page maps it writable at once; otherwise it
-    goes on to do_wp_page.
+    goes on to do_wp_page.  root-rmap (ad8c2ee8): such a page is exclusive, and its
+    first mapping goes to the vma's own anon_vma.  A migration entry is not a swap
+    entry: wait for the migration, and let the access fault again.
     """
-    ptl = mm.page_table_lock
+    ptl = k.pte_lockptr(mm, address)
     ptl.acquire()
     same = orig.same(mm.ptes.get(address))
     ptl.release()
     if not same:
+        return 0
+    if orig.kind is PteKind.MIGRATION:
+        migrate.migration_entry_wait(k, mm, address)
         return 0
     slot = orig.slot
     page = swap.lookup_swap_cache(k, slot)
@@ -146,12 +157,14 @@ def do_swap_page(k: Kernel, mm: MmStruct, vma: VmArea, address: int, orig: Pte, 
         k.put_page(page)
         return ret
     pte = Pte(PteKind.PRESENT, page, write=False)
+    exclusive = False
     if write and swap.reuse_swap_page(k, page):
         pte.write = _maybe_mkwrite(vma)
         pte.dirty = True
         write = False
+        exclusive = k.variant.root_rmap
     mm.ptes[address] = pte
-    rmap.page_add_anon_rmap(k, page, vma, address)
+    rmap.do_page_add_anon_rmap(k, page, vma, address, exclusive)
     swap.swap_free(k, slot)
     page.lock.release()
     if write:
@@ -164,10 +177,10 @@ def handle_pte_fault(k: Kernel, mm: MmStruct, vma: VmArea, address: int, write: 
     entry = mm.ptes.get(address)
     if entry is None:
         return do_anonymous_page(k, mm, vma, address, write)
-    if entry.kind is PteKind.SWAP:
+    if entry.kind is PteKind.SWAP or entry.kind is PteKind.MIGRATION:
         return do_swap_page(k, mm, vma, address, entry.copy(), write)
     orig = entry.copy()
-    ptl = mm.page_table_lock
+    ptl = k.pte_lockptr(mm, address)
     ptl.acquire()
     cur = mm.ptes.get(address)
     if not orig.same(cur):
@@ -206,7 +219,11 @@ def user_access(k: Kernel, mm: MmStruct, address: int, write: bool) -> int:
             return EFAULT
         for _ in range(MAX_FAULT_RETRIES):
             pte = mm.ptes.get(address)
-            if pte is not None and pte.kind is not PteKind.SWAP and (pte.write or not write):
+            if (
+                pte is not None
+                and (pte.kind is PteKind.PRESENT or pte.kind is PteKind.ZERO)
+                and (pte.write or not write)
+            ):
                 pte.young = True  # the MMU sets the accessed (and dirty) bits itself
                 if write:
                     pte.dirty = True
@@ -221,26 +238,41 @@ def user_access(k: Kernel, mm: MmStruct, address: int, write: bool) -> int:
 # -- zap, copy, free page tables -------------------------------------------------------
 
 
+def by_page_table(addresses: list[int]) -> dict[int, list[int]]:
+    """Addresses grouped by the page table (2 MiB) that maps them, in address order."""
+    tables: dict[int, list[int]] = {}
+    for a in sorted(addresses):
+        tables.setdefault(a >> PMD_SHIFT, []).append(a)
+    return tables
+
+
 def zap_pte_range(k: Kernel, mm: MmStruct, vma: VmArea, start: int, end: int) -> None:
-    ptl = mm.page_table_lock
-    ptl.acquire()
-    released: list[Page] = []
-    swaps: list[int] = []
-    for address in [a for a in mm.ptes if start <= a < end]:
-        pte = mm.ptes.pop(address)
-        if pte.kind is PteKind.PRESENT:
-            assert pte.page is not None
-            if pte.dirty:
-                pte.page.dirty = True
-            rmap.page_remove_rmap(k, pte.page)
-            released.append(pte.page)
-        elif pte.kind is PteKind.SWAP:
-            swaps.append(pte.slot)
-    ptl.release()
-    for slot in swaps:
-        swap.free_swap_and_cache(k, slot)
-    for page in released:  # tlb_finish_mmu frees the gathered pages after the lock
-        k.put_page(page)
+    """Clear the PTEs of [start, end), one page table at a time under its PTE lock.
+
+    A migration entry holds no reference and no swap slot: it is just cleared.
+    """
+    for addresses in by_page_table([a for a in list(mm.ptes) if start <= a < end]).values():
+        ptl = k.pte_lockptr(mm, addresses[0])
+        ptl.acquire()
+        released: list[Page] = []
+        swaps: list[int] = []
+        for address in addresses:
+            pte = mm.ptes.pop(address, None)
+            if pte is None:
+                continue
+            if pte.kind is PteKind.PRESENT:
+                assert pte.page is not None
+                if pte.dirty:
+                    pte.page.dirty = True
+                rmap.page_remove_rmap(k, pte.page)
+                released.append(pte.page)
+            elif pte.kind is PteKind.SWAP:
+                swaps.append(pte.slot)
+        ptl.release()
+        for slot in swaps:
+            swap.free_swap_and_cache(k, slot)
+        for page in released:  # tlb_finish_mmu frees the gathered pages after the lock
+            k.put_page(page)
 
 
 def unmap_vmas(k: Kernel, mm: MmStruct, vma: VmArea | None, start: int, end: int) -> None:
@@ -267,25 +299,39 @@ def copy_page_range(k: Kernel, dst_mm: MmStruct, src_mm: MmStruct, vma: VmArea) 
     """fork: copy the parent's PTEs of `vma`, write-protecting both sides (COW).
 
     Skipped for a vma with no anon_vma: its faults will fill the child correctly.
+    One page table at a time, under the child's PTE lock and (nested) the parent's.
+    A migration entry is copied as it is (made read-only in a COW mapping): the
+    child's PTE then waits for the same migration.
     """
     if vma.anon_vma is None:
         return 0
-    dst_ptl, src_ptl = dst_mm.page_table_lock, src_mm.page_table_lock
-    dst_ptl.acquire()
-    k.lock_nested(src_ptl)
-    for address in sorted(a for a in src_mm.ptes if vma.vm_start <= a < vma.vm_end):
-        pte = src_mm.ptes[address]
-        child = pte.copy()
-        if pte.kind is PteKind.SWAP:
-            swap.swap_duplicate(k, pte.slot)
-        elif pte.kind is PteKind.PRESENT:
-            if is_cow_mapping(vma.vm_flags):
-                pte.write = child.write = False
-            child.young = False
-            assert pte.page is not None
-            k.get_page(pte.page)
-            rmap.page_dup_rmap(k, pte.page)
-        dst_mm.ptes[address] = child
-    src_ptl.release()
-    dst_ptl.release()
+    cow = is_cow_mapping(vma.vm_flags)
+    tables = by_page_table([a for a in list(src_mm.ptes) if vma.vm_start <= a < vma.vm_end])
+    for addresses in tables.values():
+        dst_ptl = k.pte_lockptr(dst_mm, addresses[0])
+        src_ptl = k.pte_lockptr(src_mm, addresses[0])
+        dst_ptl.acquire()
+        if src_ptl is not dst_ptl:
+            k.lock_nested(src_ptl)
+        for address in addresses:
+            pte = src_mm.ptes.get(address)
+            if pte is None:
+                continue
+            child = pte.copy()
+            if pte.kind is PteKind.SWAP:
+                swap.swap_duplicate(k, pte.slot)
+            elif pte.kind is PteKind.MIGRATION:
+                if cow:
+                    pte.write = child.write = False  # make_migration_entry_read
+            elif pte.kind is PteKind.PRESENT:
+                if cow:
+                    pte.write = child.write = False
+                child.young = False
+                assert pte.page is not None
+                k.get_page(pte.page)
+                rmap.page_dup_rmap(k, pte.page)
+            dst_mm.ptes[address] = child
+        if src_ptl is not dst_ptl:
+            src_ptl.release()
+        dst_ptl.release()
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rmapsim import memory, rmap
+from rmapsim.anon_vma import anon_vma_lock, anon_vma_unlock
 from rmapsim.structs import (
     MMAP_MIN_ADDR,
     PAGE_SHIFT,
@@ -30,6 +31,7 @@ from rmapsim.structs import (
     AnonVma,
     MmStruct,
     VmArea,
+    shadow_oldest,
 )
 
 if TYPE_CHECKING:
@@ -73,7 +75,7 @@ def vma_copy(dst: VmArea, src: VmArea) -> None:
     dst.anon_vma = src.anon_vma
     dst.vm_pgoff = src.vm_pgoff
     dst.junk = dict(src.junk) if src.junk else None
-    dst.shadow_oldest = src.shadow_oldest
+    dst.shadow_oldest = shadow_oldest(src)
 
 
 def vm_get_page_prot(vm_flags: int) -> int:
@@ -243,7 +245,11 @@ def vma_adjust(
     anon_vma gets ``anon_vma_clone(importer, vma)`` - always from vma, even when vma
     is the importer and next the one with the chain.
     adjust-exporter (287d97ac): track the exporter too and clone from it.
-    No anon_vma lock is taken around the boundary writes in either version.
+    No anon_vma lock is taken around the boundary writes in either version, so an
+    rmap walk (holding only the page's anon_vma lock) can see a vma half-moved.
+    root-anon-vma (012f1800): the boundary writes happen under vma->anon_vma's root
+    lock when inserting, importing or moving vm_start, which excludes every rmap
+    walk of the tree.
     """
     mm = vma.vm_mm
     nxt = vma.vm_next
@@ -276,7 +282,7 @@ def vma_adjust(
                 if rmap.anon_vma_clone(k, importer, exporter):
                     return ENOMEM
                 importer.anon_vma = exporter.anon_vma
-                importer.shadow_oldest = exporter.shadow_oldest
+                importer.shadow_oldest = shadow_oldest(exporter)
         else:
             if vma.anon_vma is not None and (
                 insert is not None or importer is not None or start != vma.vm_start
@@ -285,7 +291,15 @@ def vma_adjust(
             if anon_vma is not None and importer is not None and importer.anon_vma is None:
                 rmap.anon_vma_clone(k, importer, vma)
                 importer.anon_vma = anon_vma
-                importer.shadow_oldest = (exporter or vma).shadow_oldest
+                importer.shadow_oldest = shadow_oldest(exporter or vma)
+        locked: AnonVma | None = None
+        if (
+            k.variant.root_anon_vma
+            and vma.anon_vma is not None
+            and (insert is not None or importer is not None or start != vma.vm_start)
+        ):
+            locked = vma.anon_vma
+            anon_vma_lock(k, locked)
         vma.vm_start = start
         k.sched("vma_adjust:vm_start written")
         vma.vm_end = end
@@ -300,6 +314,8 @@ def vma_adjust(
             __vma_unlink(mm, nxt, vma)
         elif insert is not None:
             __insert_vm_struct(mm, insert)
+        if locked is not None:
+            anon_vma_unlock(k, locked)
         if remove_next:
             assert nxt is not None
             if nxt.anon_vma is not None:

@@ -33,16 +33,21 @@ def change_protection(k: Kernel, vma: VmArea, start: int, end: int) -> None:
     """Rewrite the present PTEs of [start, end) with the vma's new protection.
 
     Private mappings never get a writable protection, so every PTE comes out
-    write-protected and the next write goes through do_wp_page.
+    write-protected and the next write goes through do_wp_page; a write migration
+    entry becomes a read one.  One page table at a time, under its PTE lock.
     """
+    from rmapsim.memory import by_page_table
+
     mm = vma.vm_mm
     writable = bool(vma.vm_page_prot & VM_WRITE)
-    mm.page_table_lock.acquire()
-    for address in range(start, end, PAGE_SIZE):
-        pte = mm.ptes.get(address)
-        if pte is not None and pte.kind is not PteKind.SWAP:
-            pte.write = writable and pte.kind is PteKind.PRESENT
-    mm.page_table_lock.release()
+    for addresses in by_page_table(list(range(start, end, PAGE_SIZE))).values():
+        ptl = k.pte_lockptr(mm, addresses[0])
+        ptl.acquire()
+        for address in addresses:
+            pte = mm.ptes.get(address)
+            if pte is not None and pte.kind is not PteKind.SWAP:
+                pte.write = writable and pte.kind is PteKind.PRESENT
+        ptl.release()
 
 
 def mprotect_fixup(

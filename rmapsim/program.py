@@ -16,6 +16,7 @@ page-aligned, 4096-byte pages)::
     referenced P 0x10000 4   # a page_referenced walk on the pages mapped there
     reclaim P 0x10000        # kswapd on the page P maps there: isolate it, try to reclaim it
     reclaim page#3           # ... on page frame 3, wherever it is mapped
+    migrate P 0x10000 4      # migrate the pages mapped there to new page frames
 
 `parse_program` checks everything that can be checked without running (syntax,
 alignment, processes that exist); `run_program` executes it on a fresh kernel and
@@ -47,6 +48,7 @@ OPS = (
     "swapout",
     "referenced",
     "reclaim",
+    "migrate",
 )
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*$")
 _ERRNO = {-1: "EPERM", -12: "ENOMEM", -13: "EACCES", -14: "EFAULT", -22: "EINVAL"}
@@ -154,6 +156,7 @@ def parse_program(
             "fork": 2,
             "munmap": 3,
             "referenced": 3,
+            "migrate": 3,
             "mmap": 4,
             "mprotect": 4,
             "touch": 4,
@@ -182,6 +185,7 @@ def parse_program(
                 "fork": "fork P C",
                 "munmap": "munmap P ADDR NPAGES",
                 "referenced": "referenced P ADDR NPAGES",
+                "migrate": "migrate P ADDR NPAGES",
                 "swapout": "swapout P ADDR NPAGES | swapout all",
                 "mmap": "mmap P ADDR NPAGES PROT",
                 "mprotect": "mprotect P ADDR NPAGES PROT",
@@ -322,6 +326,9 @@ def apply(k: Kernel, op: Op) -> int:
         if op.proc is not None:
             return min(0, k.reclaim_at(op.proc, op.addr))
         return min(0, k.reclaim(op.npages))
+    if op.name == "migrate":
+        k.migrate(op.proc, op.addr, op.npages)  # type: ignore[arg-type]
+        return 0
     raise AssertionError(op.name)
 
 
@@ -334,6 +341,7 @@ def run_program(
     check: bool = True,
     slab_page_bytes: int = 4096,
     min_partial: int = 5,
+    split_ptlocks: bool = True,
 ) -> ExecResult:
     """Run a program single-threaded, auditing after every line.
 
@@ -351,6 +359,7 @@ def run_program(
         debug_list=debug_list,
         slab_page_bytes=slab_page_bytes,
         min_partial=min_partial,
+        split_ptlocks=split_ptlocks,
     )
     result = ExecResult(v, memory)
     seen: set[tuple[Any, ...]] = set()

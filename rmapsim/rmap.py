@@ -1,4 +1,7 @@
-"""mm/rmap.c: anon_vma lifetime, chains, page->mapping, and the reverse-map walks.
+"""mm/rmap.c: anon_vma chains, page->mapping, and the reverse-map walks.
+
+(Allocating, locking and pinning an anon_vma is `rmapsim.anon_vma`; its names are
+re-exported here, where the kernel's callers find them.)
 
 Every function follows the 2.6.34 step lists of anon-vma-2010.md (§4); where a
 variant changes a rule, the docstring names the patch and its source.  Locks are
@@ -12,6 +15,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from rmapsim.anon_vma import (
+    anon_vma_alloc,
+    anon_vma_chain_alloc,
+    anon_vma_chain_free,
+    anon_vma_free,
+    anon_vma_lock,
+    anon_vma_lockptr,
+    anon_vma_unlock,
+    anonvma_external_refcount,
+    drop_anon_vma,
+    get_anon_vma,
+    page_anon_vma,
+)
 from rmapsim.atomic import (
     atomic_add_negative,
     atomic_inc,
@@ -33,6 +49,7 @@ from rmapsim.structs import (
     PteKind,
     VmArea,
     linear_page_index,
+    shadow_oldest,
 )
 
 if TYPE_CHECKING:
@@ -43,29 +60,10 @@ ENOMEM = -12
 
 SWAP_SUCCESS, SWAP_AGAIN, SWAP_FAIL, SWAP_MLOCK = 0, 1, 2, 3
 TTU_UNMAP = 0
+TTU_MIGRATION = 1
+TTU_ACTION = 0xFF
 TTU_IGNORE_MLOCK = 1 << 8
 TTU_IGNORE_ACCESS = 1 << 9
-
-
-# -- allocation ------------------------------------------------------------------------
-
-
-def anon_vma_alloc(k: Kernel) -> AnonVma:
-    av: AnonVma = k.mem.alloc(k.anon_vma_cachep)
-    return av
-
-
-def anon_vma_free(k: Kernel, anon_vma: AnonVma) -> None:
-    k.mem.free(anon_vma)
-
-
-def anon_vma_chain_alloc(k: Kernel) -> AnonVmaChain:
-    avc: AnonVmaChain = k.mem.alloc(k.anon_vma_chain_cachep)
-    return avc
-
-
-def anon_vma_chain_free(k: Kernel, avc: AnonVmaChain) -> None:
-    k.mem.free(avc)
 
 
 def page_mapped(page: Page) -> bool:
@@ -88,6 +86,10 @@ def anon_vma_prepare(k: Kernel, vma: VmArea) -> int:
     thread.  The lock is taken even on a fresh anon_vma (d9d332e0): a stale
     page_lock_anon_vma may be spinning on this very slab object.
 
+    root-anon-vma (5c341ee1): a fresh anon_vma is the root of its own tree, and the
+    lock taken is the root's.  root-rmap (26ba0cb6): the edge goes to the tail of the
+    anon_vma's list, so an rmap walk in progress cannot miss it.
+
     rik-v2 (reconstructed from the seed mail): when a mergeable neighbour with an
     anon_vma exists, link `vma` to all of the neighbour's anon_vmas with
     anon_vma_clone and return, with only mmap_sem held for read, setting nothing else.
@@ -101,7 +103,7 @@ def anon_vma_prepare(k: Kernel, vma: VmArea) -> int:
             near = mmap.find_mergeable_vma(k, vma)
             if near is not None:
                 k.sched("anon_vma_prepare:rik-v2 clone")
-                vma.shadow_oldest = near.shadow_oldest
+                vma.shadow_oldest = shadow_oldest(near)
                 return anon_vma_clone(k, vma, near)
         avc: AnonVmaChain | None = anon_vma_chain_alloc(k)
         anon_vma = mmap.find_mergeable_anon_vma(k, vma)
@@ -109,8 +111,10 @@ def anon_vma_prepare(k: Kernel, vma: VmArea) -> int:
         if anon_vma is None:
             anon_vma = anon_vma_alloc(k)
             allocated = anon_vma
+            if k.variant.root_anon_vma:
+                anon_vma.root = anon_vma  # type: ignore[attr-defined]
         k.sched("anon_vma_prepare:before locks")
-        anon_vma.lock.acquire()
+        anon_vma_lock(k, anon_vma)
         mm.page_table_lock.acquire()
         if vma.anon_vma is None:
             assert avc is not None
@@ -119,11 +123,14 @@ def anon_vma_prepare(k: Kernel, vma: VmArea) -> int:
             avc.anon_vma = anon_vma
             avc.vma = vma
             k.lists.list_add(avc.same_vma, vma.anon_vma_chain)
-            k.lists.list_add(avc.same_anon_vma, anon_vma.head)
+            if k.variant.root_rmap:
+                k.lists.list_add_tail(avc.same_anon_vma, anon_vma.head)
+            else:
+                k.lists.list_add(avc.same_anon_vma, anon_vma.head)
             allocated = None
             avc = None
         mm.page_table_lock.release()
-        anon_vma.lock.release()
+        anon_vma_unlock(k, anon_vma)
         if allocated is not None:
             anon_vma_free(k, allocated)
         if avc is not None:
@@ -136,9 +143,9 @@ def anon_vma_chain_link(k: Kernel, vma: VmArea, avc: AnonVmaChain, anon_vma: Ano
     avc.vma = vma
     avc.anon_vma = anon_vma
     k.lists.list_add(avc.same_vma, vma.anon_vma_chain)
-    anon_vma.lock.acquire()
+    anon_vma_lock(k, anon_vma)
     k.lists.list_add_tail(avc.same_anon_vma, anon_vma.head)
-    anon_vma.lock.release()
+    anon_vma_unlock(k, anon_vma)
 
 
 def anon_vma_clone(k: Kernel, dst: VmArea, src: VmArea) -> int:
@@ -160,29 +167,47 @@ def anon_vma_clone(k: Kernel, dst: VmArea, src: VmArea) -> int:
 
 
 def anon_vma_fork(k: Kernel, vma: VmArea, pvma: VmArea) -> int:
-    """Child vma: an edge to every anon_vma of the parent vma, then its own (§4.5)."""
+    """Child vma: an edge to every anon_vma of the parent vma, then its own (§4.5).
+
+    root-anon-vma (5c341ee1, 76545066): the new anon_vma's root is the parent's root,
+    pinned by a reference the child's anon_vma drops when it is freed; vma->anon_vma
+    is set before the edge is linked.
+    """
     if pvma.anon_vma is None:
         return 0
     if anon_vma_clone(k, vma, pvma):
         return ENOMEM
-    anon_vma = anon_vma_alloc(k)
+    anon_vma: Any = anon_vma_alloc(k)
     avc = anon_vma_chain_alloc(k)
-    anon_vma_chain_link(k, vma, avc, anon_vma)
-    vma.anon_vma = anon_vma
-    vma.shadow_oldest = pvma.shadow_oldest
+    if k.variant.root_anon_vma:
+        anon_vma.root = pvma.anon_vma.root  # type: ignore[attr-defined]
+        get_anon_vma(k, anon_vma.root)
+        vma.anon_vma = anon_vma
+        anon_vma_chain_link(k, vma, avc, anon_vma)
+    else:
+        anon_vma_chain_link(k, vma, avc, anon_vma)
+        vma.anon_vma = anon_vma
+    vma.shadow_oldest = shadow_oldest(pvma)
     return 0
 
 
 def anon_vma_unlink(k: Kernel, avc: AnonVmaChain) -> None:
-    """Take `avc` off its anon_vma's list; free the anon_vma when that empties it."""
-    anon_vma = avc.anon_vma
+    """Take `avc` off its anon_vma's list; free the anon_vma when that empties it.
+
+    An anon_vma pinned by a reference (KSM, migration, a child's pin on its root) is
+    left to the last drop_anon_vma.  root-anon-vma (76545066): freeing a child
+    anon_vma drops its pin on the root first.
+    """
+    anon_vma: Any = avc.anon_vma
     if anon_vma is None:  # anon_vma_fork failed half-way
         return
-    anon_vma.lock.acquire()
+    anon_vma_lock(k, anon_vma)
     k.lists.list_del(avc.same_anon_vma)
-    empty = k.lists.list_empty(anon_vma.head)  # no KSM: ksm_refcount is always 0
-    anon_vma.lock.release()
+    empty = k.lists.list_empty(anon_vma.head) and not anonvma_external_refcount(k, anon_vma)
+    anon_vma_unlock(k, anon_vma)
     if empty:
+        if k.variant.root_anon_vma and anon_vma.root is not anon_vma:
+            drop_anon_vma(k, anon_vma.root)
         anon_vma_free(k, anon_vma)
 
 
@@ -218,17 +243,17 @@ def anon_vma_merge(k: Kernel, vma: VmArea, next: VmArea) -> None:
     for avc in k.walks.drain(next.anon_vma_chain, AVC_SAME_VMA, what="anon_vma_merge"):
         anon_vma: AnonVma = avc.anon_vma
         if anon_vma is vma.anon_vma:
-            anon_vma.lock.acquire()
+            anon_vma_lock(k, anon_vma)
             k.lists.list_del(avc.same_anon_vma)
-            anon_vma.lock.release()
+            anon_vma_unlock(k, anon_vma)
             k.lists.list_del(avc.same_vma)
             anon_vma_chain_free(k, avc)
         else:
-            anon_vma.lock.acquire()
+            anon_vma_lock(k, anon_vma)
             avc.vma = vma
             k.lists.list_move_tail(avc.same_vma, vma.anon_vma_chain)
-            anon_vma.lock.release()
-            vma.shadow_oldest = next.shadow_oldest  # next's ancestors are vma's now
+            anon_vma_unlock(k, anon_vma)
+            vma.shadow_oldest = shadow_oldest(next)  # next's ancestors are vma's now
 
 
 # -- page->mapping ---------------------------------------------------------------------
@@ -241,10 +266,21 @@ def __page_set_anon_rmap(k: Kernel, page: Page, vma: VmArea, address: int, exclu
     oldest-anon-vma (ea90002b): only an exclusive page gets vma->anon_vma; any other
     gets the anon_vma of the last entry of vma's chain, the oldest ancestor, which
     every vma that may share the page is linked to.
+    root-rmap (288468c3): a page that already has an anon_vma keeps it; any other
+    non-exclusive page gets anon_vma->root (with root-anon-vma; the chain's last
+    entry otherwise).
     """
     anon_vma: Any = vma.anon_vma
     k.BUG_ON(anon_vma is None, "!anon_vma", vma=vma.describe(), page=page.name)
-    if k.variant.oldest_anon_vma and not exclusive:
+    if k.variant.root_rmap:
+        if page.mapping is not None:  # PageAnon(page): the mapping it has is a family one
+            return
+        if not exclusive:
+            if k.variant.root_anon_vma:
+                anon_vma = anon_vma.root
+            else:
+                anon_vma = k.walks.container_of(vma.anon_vma_chain.prev, AVC_SAME_VMA).anon_vma
+    elif k.variant.oldest_anon_vma and not exclusive:
         avc = k.walks.container_of(vma.anon_vma_chain.prev, AVC_SAME_VMA)
         anon_vma = avc.anon_vma
     page.mapping = anon_vma
@@ -256,8 +292,18 @@ def __page_check_anon_rmap(k: Kernel, page: Page, vma: VmArea, address: int) -> 
     """CONFIG_DEBUG_VM: an added mapping must agree with page->index.
 
     With anon_vma chains a page may legitimately point at an ancestor of
-    vma->anon_vma, so (as in 2.6.34) only the index is checked.
+    vma->anon_vma, so (as in 2.6.34) only the index is checked.  root-rmap
+    (44ab57a0, with root-anon-vma): the page's anon_vma and the vma's share a root.
     """
+    if k.variant.root_rmap and k.variant.root_anon_vma:
+        mapping: Any = page.mapping
+        vav: Any = vma.anon_vma
+        k.VM_BUG_ON(
+            mapping is not None and vav is not None and mapping.root is not vav.root,
+            "page_anon_vma(page)->root != vma->anon_vma->root",
+            page=page.name,
+            vma=vma.describe(),
+        )
     k.VM_BUG_ON(
         page.index != linear_page_index(vma, address),
         "page->index != linear_page_index(vma, address)",
@@ -281,7 +327,14 @@ def page_move_anon_rmap(k: Kernel, page: Page, vma: VmArea, address: int) -> Non
 
 
 def page_add_anon_rmap(k: Kernel, page: Page, vma: VmArea, address: int) -> None:
-    """Map an existing page (swap-in).  Caller holds the PTE lock and the page lock."""
+    """Map an existing page (swap-in, migration).  Caller holds the PTE and page locks."""
+    do_page_add_anon_rmap(k, page, vma, address, False)
+
+
+def do_page_add_anon_rmap(
+    k: Kernel, page: Page, vma: VmArea, address: int, exclusive: bool
+) -> None:
+    """page_add_anon_rmap; do_swap_page says whether the page is ours alone (ad8c2ee8)."""
     first = atomic_inc_and_test(page._mapcount)
     k.VM_BUG_ON(not page.lock.locked(), "!PageLocked(page)", page=page.name)
     k.VM_BUG_ON(
@@ -291,7 +344,7 @@ def page_add_anon_rmap(k: Kernel, page: Page, vma: VmArea, address: int) -> None
         vma=vma.describe(),
     )
     if first:
-        __page_set_anon_rmap(k, page, vma, address, False)
+        __page_set_anon_rmap(k, page, vma, address, exclusive)
     else:
         __page_check_anon_rmap(k, page, vma, address)
 
@@ -322,21 +375,35 @@ def page_lock_anon_vma(k: Kernel, page: Page) -> AnonVma | None:
 
     Inside rcu_read_lock: read page->mapping once; bail out unless it is anonymous
     and the page is mapped (a mapped page keeps its anon_vma alive, which is exactly
-    what I1/I2 must guarantee); then spin on anon_vma->lock.  The window between
-    the read and the lock is a yield point.
+    what I1/I2 must guarantee); then spin on its lock.  The race window is between
+    the check and the spin_lock: the page may be unmapped and the anon_vma freed and
+    reused meanwhile (d9d332e0 locks even a fresh anon_vma because of it).
+
+    root-anon-vma: the lock is anon_vma->root's, read again by page_unlock_anon_vma;
+    a reused anon_vma's ->root can change in between, so the unlock may go to
+    another root's lock and leave this one held.  root-lock-recheck (f18194275c39):
+    read ->root once, lock it, and check page_mapped() again before succeeding.
     """
     k.mem.rcu_read_lock()
-    anon_vma = page.mapping
-    k.sched("page_lock_anon_vma:mapping read")
+    anon_vma: Any = page.mapping
     if anon_vma is None or not page_mapped(page):
         k.mem.rcu_read_unlock()
         return None
-    anon_vma.lock.acquire()
-    return anon_vma
+    k.sched("page_lock_anon_vma:before spin_lock")
+    if k.variant.root_lock_recheck:
+        root = anon_vma.root if k.variant.root_anon_vma else anon_vma
+        root.lock.acquire()
+        if page_mapped(page):
+            return anon_vma  # type: ignore[no-any-return]
+        root.lock.release()
+        k.mem.rcu_read_unlock()
+        return None
+    anon_vma_lockptr(k, anon_vma).acquire()  # anon_vma_lock(), inline as in the kernel
+    return anon_vma  # type: ignore[no-any-return]
 
 
 def page_unlock_anon_vma(k: Kernel, anon_vma: AnonVma) -> None:
-    anon_vma.lock.release()
+    anon_vma_lockptr(k, anon_vma).release()  # anon_vma_unlock(): ->root read again
     k.mem.rcu_read_unlock()
 
 
@@ -358,8 +425,10 @@ def vma_address(page: Page, vma: VmArea) -> int:
     return address
 
 
-def page_check_address(k: Kernel, page: Page, mm: MmStruct, address: int, sync: bool) -> Pte | None:
-    """The PTE mapping `page` at `address` in `mm`, returned with page_table_lock held."""
+def page_check_address(
+    k: Kernel, page: Page, mm: MmStruct, address: int, sync: bool
+) -> tuple[Pte, Any] | None:
+    """The PTE mapping `page` at `address` in `mm` and its lock, returned held."""
     ptes: dict[int, Pte] | None = getattr(mm, "ptes", None)
     if ptes is None:
         raise KernelOops(
@@ -370,11 +439,11 @@ def page_check_address(k: Kernel, page: Page, mm: MmStruct, address: int, sync: 
     pte = ptes.get(address)
     if not sync and (pte is None or pte.kind is not PteKind.PRESENT):
         return None
-    ptl = mm.page_table_lock
+    ptl = k.pte_lockptr(mm, address)
     ptl.acquire()
     pte = ptes.get(address)
     if pte is not None and pte.kind is PteKind.PRESENT and pte.page is page:
-        return pte
+        return pte, ptl
     ptl.release()
     return None
 
@@ -383,9 +452,10 @@ def page_referenced_one(
     k: Kernel, page: Page, vma: VmArea, address: int, mapcount: list[int], vm_flags: list[int]
 ) -> int:
     mm = vma.vm_mm
-    pte = page_check_address(k, page, mm, address, False)
-    if pte is None:
+    found = page_check_address(k, page, mm, address, False)
+    if found is None:
         return 0
+    pte, ptl = found
     referenced = 0
     if vma.vm_flags & VM_LOCKED:
         mapcount[0] = 1
@@ -394,7 +464,7 @@ def page_referenced_one(
         pte.young = False  # ptep_clear_flush_young
         referenced = 1
     mapcount[0] -= 1
-    mm.page_table_lock.release()
+    ptl.release()
     if referenced:
         vm_flags[0] |= vma.vm_flags
     return referenced
@@ -408,7 +478,10 @@ def page_referenced_anon(k: Kernel, page: Page, vm_flags: list[int]) -> int:
     referenced = 0
     mapcount = [page_mapcount(page)]
     for avc in k.walks.for_each_entry(
-        anon_vma.head, AVC_SAME_ANON_VMA, what="page_referenced_anon", lock=anon_vma.lock
+        anon_vma.head,
+        AVC_SAME_ANON_VMA,
+        what="page_referenced_anon",
+        lock=anon_vma_lockptr(k, anon_vma),
     ):
         vma = avc.vma
         address = vma_address(page, vma)
@@ -431,14 +504,18 @@ def page_referenced(k: Kernel, page: Page, is_locked: bool = True) -> tuple[int,
 
 
 def try_to_unmap_one(k: Kernel, page: Page, vma: VmArea, address: int, flags: int) -> int:
-    """Replace the PTE mapping `page` in `vma` by its swap entry."""
+    """Replace the PTE mapping `page` in `vma` by its swap entry, or a migration entry.
+
+    A page in the swap cache gets a swap entry whatever the caller; only a page
+    outside it gets a migration entry (TTU_MIGRATION), which holds no reference.
+    """
     from rmapsim import swap
 
     mm = vma.vm_mm
-    pte = page_check_address(k, page, mm, address, False)
-    if pte is None:
+    found = page_check_address(k, page, mm, address, False)
+    if found is None:
         return SWAP_AGAIN
-    ptl = mm.page_table_lock
+    pte, ptl = found
     if not (flags & TTU_IGNORE_MLOCK) and vma.vm_flags & VM_LOCKED:
         ptl.release()
         return SWAP_MLOCK
@@ -448,12 +525,19 @@ def try_to_unmap_one(k: Kernel, page: Page, vma: VmArea, address: int, flags: in
         return SWAP_FAIL
     if pte.dirty:
         page.dirty = True
-    k.BUG_ON(not page.swapcache, "anonymous page to unmap is not in the swap cache", page=page.name)
-    slot = page.private
-    if swap.swap_duplicate(k, slot) < 0:
-        ptl.release()
-        return SWAP_FAIL
-    mm.ptes[address] = Pte(PteKind.SWAP, slot=slot)
+    if page.swapcache:
+        slot = page.private
+        if swap.swap_duplicate(k, slot) < 0:
+            ptl.release()
+            return SWAP_FAIL
+        mm.ptes[address] = Pte(PteKind.SWAP, slot=slot)
+    else:
+        k.BUG_ON(
+            flags & TTU_ACTION != TTU_MIGRATION,
+            "TTU_ACTION(flags) != TTU_MIGRATION",
+            page=page.name,
+        )
+        mm.ptes[address] = Pte(PteKind.MIGRATION, page, write=pte.write)
     page_remove_rmap(k, page)
     k.put_page(page)
     ptl.release()
@@ -466,7 +550,10 @@ def try_to_unmap_anon(k: Kernel, page: Page, flags: int) -> int:
     if anon_vma is None:
         return ret
     for avc in k.walks.for_each_entry(
-        anon_vma.head, AVC_SAME_ANON_VMA, what="try_to_unmap_anon", lock=anon_vma.lock
+        anon_vma.head,
+        AVC_SAME_ANON_VMA,
+        what="try_to_unmap_anon",
+        lock=anon_vma_lockptr(k, anon_vma),
     ):
         vma = avc.vma
         address = vma_address(page, vma)
@@ -491,14 +578,23 @@ RmapOne = Callable[[Page, VmArea, int, Any], int]
 
 
 def rmap_walk_anon(k: Kernel, page: Page, rmap_one: RmapOne, arg: Any) -> int:
-    """Migration's walk: no page_mapped check and no RCU; the caller keeps it alive."""
-    anon_vma = page.mapping
+    """Migration's walk: no page_mapped check and no RCU; the caller keeps it alive.
+
+    2.6.34: the caller's rcu_read_lock only keeps the memory an anon_vma (SLAB_
+    DESTROY_BY_RCU); anon-vma-refcount: migration pins it with a reference.
+    root-anon-vma: the lock is the root's, which also excludes vma_adjust moving a
+    vma of the tree under the walk (012f1800).
+    """
+    anon_vma: Any = page_anon_vma(page)
     if anon_vma is None:
         return SWAP_AGAIN
     ret = SWAP_AGAIN
-    anon_vma.lock.acquire()
+    anon_vma_lock(k, anon_vma)
     for avc in k.walks.for_each_entry(
-        anon_vma.head, AVC_SAME_ANON_VMA, what="rmap_walk_anon", lock=anon_vma.lock
+        anon_vma.head,
+        AVC_SAME_ANON_VMA,
+        what="rmap_walk_anon",
+        lock=anon_vma_lockptr(k, anon_vma),
     ):
         vma = avc.vma
         address = vma_address(page, vma)
@@ -507,5 +603,5 @@ def rmap_walk_anon(k: Kernel, page: Page, rmap_one: RmapOne, arg: Any) -> int:
         ret = rmap_one(page, vma, address, arg)
         if ret != SWAP_AGAIN:
             break
-    anon_vma.lock.release()
+    anon_vma_unlock(k, anon_vma)
     return ret

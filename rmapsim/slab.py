@@ -122,6 +122,9 @@ class Memory(Words):
             raise ModelError("min_partial must be >= 0")
         self.mode = mode
         self.kasan = mode == "kasan"
+        #: The structure a pointer field's target names (a kernel may use a later
+        #: anon_vma layout).
+        self.structs: dict[str, type[SlabObject]] = dict(STRUCTS)
         self.page_bytes = page_bytes
         self.min_partial = min_partial
         self.lock = threading.Lock()
@@ -226,7 +229,7 @@ class Memory(Words):
                     lh.next, lh.prev = self.listptr(w[0]), self.listptr(w[1])
                 raw[f.name].__set__(obj, lh)
             elif f.kind is Kind.PTR:
-                target = STRUCTS[f.target] if f.target else SlabObject
+                target = self.structs[f.target] if f.target else SlabObject
                 raw[f.name].__set__(obj, self.cast(w[0], target) if words else None)
             elif f.kind is Kind.INT:
                 raw[f.name].__set__(obj, self.to_int(w[0]))
@@ -362,6 +365,10 @@ class Memory(Words):
                 self._rcu_start.pop(tid, None)
             else:
                 self._rcu_nest[tid] = n
+
+    def rcu_reading(self) -> bool:
+        """Is the calling thread inside an RCU read-side critical section?"""
+        return threading.get_ident() in self._rcu_nest
 
     def _rcu_reap(self) -> None:
         """Finish the deferred work whose grace period has ended (lock held)."""

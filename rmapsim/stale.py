@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from rmapsim.atomic import AtomicWordView, atomic_t
 from rmapsim.errors import KernelOops, Lockup, ModelError, UseAfterFree
 from rmapsim.lists import NULL_LIST, BadAddress, ListHead, Member
-from rmapsim.structs import KERNEL_BASE, STRUCTS, WORD, AnonVma, Field, Kind, SlabObject
+from rmapsim.structs import ALL_STRUCTS, KERNEL_BASE, WORD, AnonVma, Field, Kind, SlabObject
 
 if TYPE_CHECKING:
     from rmapsim.slab import Memory, SlabPage
@@ -48,7 +48,7 @@ def _raw_descriptors(cls: type[SlabObject]) -> dict[str, Any]:
     return out
 
 
-_RAW: dict[type, dict[str, Any]] = {c: _raw_descriptors(c) for c in STRUCTS.values()}
+_RAW: dict[type, dict[str, Any]] = {c: _raw_descriptors(c) for c in ALL_STRUCTS}
 
 
 def peek(obj: SlabObject, name: str, default: Any = None) -> Any:
@@ -70,6 +70,8 @@ def peek_list(head: ListHead) -> tuple[Any, Any]:
 
 #: Modules that implement memory itself: an access is blamed on the first frame outside.
 MEMORY_MODULES = ("rmapsim.slab", "rmapsim.stale", "rmapsim.lists", "rmapsim.walk")
+#: Static inlines of include/linux/rmap.h: the kernel's report names their caller.
+INLINE_HELPERS = frozenset({"anon_vma_lockptr", "anon_vma_lock", "anon_vma_unlock"})
 
 
 def _accessor() -> str:
@@ -77,7 +79,11 @@ def _accessor() -> str:
     frame = sys._getframe(2)
     while frame is not None:
         module = frame.f_globals.get("__name__", "")
-        if module.startswith("rmapsim.") and module not in MEMORY_MODULES:
+        if (
+            module.startswith("rmapsim.")
+            and module not in MEMORY_MODULES
+            and frame.f_code.co_name not in INLINE_HELPERS
+        ):
             return frame.f_code.co_name
         frame = frame.f_back  # type: ignore[assignment]
     return "?"
@@ -113,12 +119,10 @@ def _variant(cls: type[SlabObject], prefix: str, make: Callable[[Field], propert
     return type(f"{prefix}{cls.__name__}", (cls,), {"__slots__": (), **props})
 
 
-STALE: dict[type, type] = {c: _variant(c, "Stale", _stale_property) for c in STRUCTS.values()}
-POISONED: dict[type, type] = {
-    c: _variant(c, "Poisoned", _poisoned_property) for c in STRUCTS.values()
-}
+STALE: dict[type, type] = {c: _variant(c, "Stale", _stale_property) for c in ALL_STRUCTS}
+POISONED: dict[type, type] = {c: _variant(c, "Poisoned", _poisoned_property) for c in ALL_STRUCTS}
 LIVE_CLASS: dict[type, type] = {}
-for _c in STRUCTS.values():
+for _c in ALL_STRUCTS:
     LIVE_CLASS[_c] = _c
     LIVE_CLASS[STALE[_c]] = _c
     LIVE_CLASS[POISONED[_c]] = _c
@@ -194,7 +198,14 @@ class LockWordView:
 
     x86 ticket spinlocks (NR_CPUS < 256): byte 0 is the owner ticket, byte 1 the
     next ticket; the lock looks free when they are equal.  Taking it bumps the next
-    ticket in place, so taking a stale "lock" scribbles on whatever lives there.
+    ticket in place (one locked xadd), so taking a stale "lock" scribbles on
+    whatever lives there, and then the CPU spins until the owner byte reaches its
+    ticket.
+
+    With one CPU (single-threaded runs) nothing else can change the word, so a spin
+    is a lockup at once (`Lockup`).  On several CPUs (`Words.spin_on_word` set) the
+    CPU really spins, re-reading the word, because another CPU may still write that
+    memory; a watchdog names the spin when it never ends.
     """
 
     __slots__ = ("addr", "mem")
@@ -206,19 +217,33 @@ class LockWordView:
     def _word(self) -> int:
         return self.mem.to_int(self.mem.read_word(self.addr)) & _WORD_MASK
 
+    def word(self) -> int:
+        """The word now (for evidence)."""
+        return self._word()
+
     def locked(self) -> bool:
         v = self._word()
         return (v & 0xFF) != ((v >> 8) & 0xFF)
 
+    def owner_is(self, ticket: int) -> bool:
+        """Has the owner byte reached `ticket` (the spinner's turn)?"""
+        return self._word() & 0xFF == ticket
+
     def acquire(self, blocking: bool = True) -> bool:
+        spin = self.mem.spin_on_word
         with _VIEW_ATOMIC_LOCK:  # the ticket bump is one locked xadd on the machine
             v = self._word()
             owner, ticket = v & 0xFF, (v >> 8) & 0xFF
             if owner == ticket:
                 self.mem.write_word(self.addr, (v & ~0xFF00) | (((ticket + 1) & 0xFF) << 8))
                 return True
-        if not blocking:
-            return False
+            if not blocking:
+                return False
+            if spin is not None:  # take a ticket, then wait for it
+                self.mem.write_word(self.addr, (v & ~0xFF00) | (((ticket + 1) & 0xFF) << 8))
+        if spin is not None:
+            spin(self, ticket)
+            return True
         raise Lockup(
             f"soft lockup: spin_lock on {self.mem.describe_addr(self.addr)} at "
             f"{self.addr:#x}, which is no longer a spinlock: the word reads {v:#018x} "
@@ -243,6 +268,10 @@ class Words:
     pages: dict[int, SlabPage]
     views: dict[tuple[type, int], Any]
     viewcache: Any
+    structs: dict[str, type[SlabObject]]
+    #: How a CPU spins on a word that is no longer a free lock (`LockWordView`): set by
+    #: a kernel running on several CPUs; None means one CPU, where it spins for ever.
+    spin_on_word: Any = None
 
     def current_site(self) -> Any:
         raise NotImplementedError
@@ -302,7 +331,7 @@ class Words:
             lh = _RAW[live][f.name].__get__(occ, live)
             (_LH_PREV if i else _LH_NEXT).__set__(lh, self.listptr(value))
         elif f.kind is Kind.PTR:
-            target = STRUCTS[f.target] if f.target else SlabObject
+            target = self.structs[f.target] if f.target else SlabObject
             _RAW[live][f.name].__set__(occ, self.cast(value, target))
         elif f.kind is Kind.INT:
             _RAW[live][f.name].__set__(occ, self.to_int(value))
@@ -446,7 +475,7 @@ class Words:
             return AtomicWordView(self, addr, _VIEW_ATOMIC_LOCK)
         value = self.read_word(addr)
         if kind is Kind.PTR:
-            return self.cast(value, STRUCTS[f.target] if f.target else SlabObject)
+            return self.cast(value, self.structs[f.target] if f.target else SlabObject)
         return self.to_int(value)
 
     def typed_write(self, addr: int, f: Field, value: Any) -> None:

@@ -20,6 +20,8 @@ from rmapsim.lists import ListHead, Member
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
+#: One page table (a PTE page of 512 entries) maps 2 MiB: the unit of a split PTE lock.
+PMD_SHIFT = 21
 WORD = 8
 
 # include/linux/mm.h vm_flags
@@ -142,18 +144,60 @@ def member(cls: type[SlabObject], field: str) -> Member:
 
 
 class AnonVma(SlabObject):
-    """struct anon_vma (include/linux/rmap.h:27): a lock and the same_anon_vma list."""
+    """struct anon_vma (include/linux/rmap.h:27): a lock and the same_anon_vma list.
+
+    2.6.34's layout.  The kernels with a refcount or a root pointer have layouts of
+    their own (`AnonVmaRef`, `AnonVmaRoot`); `anon_vma_class` picks one per variant.
+    """
 
     __slots__ = ("head", "lock")
     STRUCT = "anon_vma"
     SIZE = 24
-    LAYOUT = (
+    LAYOUT: ClassVar[tuple[Field, ...]] = (
         Field("lock", 0, Kind.LOCK),  # spinlock_t + ksm_refcount share word 0
         Field("head", 1, Kind.LIST),
     )
 
     head: ListHead
     lock: Any
+
+
+class AnonVmaRef(AnonVma):
+    """2.6.35's struct anon_vma: plus external_refcount (3f6c8272, 7f60c214).
+
+    KSM and migration pin an anon_vma with it.  In the kernel the 4-byte count
+    shares word 0 with the 4-byte spinlock (24 bytes in all); here it has a word of
+    its own, so the object is 32 bytes.
+    """
+
+    __slots__ = ("external_refcount",)
+    SIZE = 32
+    LAYOUT: ClassVar[tuple[Field, ...]] = (
+        Field("lock", 0, Kind.LOCK),
+        Field("external_refcount", 1, Kind.ATOMIC),
+        Field("head", 2, Kind.LIST),
+    )
+
+    external_refcount: atomic_t
+
+
+class AnonVmaRoot(AnonVmaRef):
+    """2.6.36's struct anon_vma: plus ->root, the oldest anon_vma of the tree (5c341ee1).
+
+    Every lock operation takes the root's lock (012f1800).  x86-64 layout: the
+    spinlock, the root pointer, the refcount, the list head (40 bytes).
+    """
+
+    __slots__ = ("root",)
+    SIZE = 40
+    LAYOUT = (
+        Field("lock", 0, Kind.LOCK),
+        Field("root", 1, Kind.PTR, target="anon_vma"),
+        Field("external_refcount", 2, Kind.ATOMIC),
+        Field("head", 3, Kind.LIST),
+    )
+
+    root: AnonVma
 
 
 class AnonVmaChain(SlabObject):
@@ -246,6 +290,7 @@ class MmStruct(SlabObject):
         "mmlist",
         "page_table_lock",
         "ptes",
+        "ptlocks",
     )
     STRUCT = "mm_struct"
     SIZE = 768
@@ -276,15 +321,29 @@ class MmStruct(SlabObject):
     mmlist: ListHead
     #: The page tables, outside kernel memory: address -> Pte.
     ptes: dict[int, Pte]
+    #: Split PTE locks (USE_SPLIT_PTLOCKS): one per page table, by address >> PMD_SHIFT.
+    #: They live in the page tables' struct page, not in the mm_struct.
+    ptlocks: dict[int, Any]
     comm: str
 
 
-for _cls in (AnonVma, AnonVmaChain, VmArea, MmStruct):
+for _cls in (AnonVma, AnonVmaRef, AnonVmaRoot, AnonVmaChain, VmArea, MmStruct):
     finish_layout(_cls)
 
+#: The structure each pointer field's target names; anon_vma is 2.6.34's unless a
+#: kernel says otherwise (`rmapsim.slab.Memory.structs`).
 STRUCTS: dict[str, type[SlabObject]] = {
     c.STRUCT: c for c in (AnonVma, AnonVmaChain, VmArea, MmStruct)
 }
+#: Every laid-out class, the anon_vma layouts of later kernels included.
+ALL_STRUCTS: tuple[type[SlabObject], ...] = (
+    AnonVma,
+    AnonVmaRef,
+    AnonVmaRoot,
+    AnonVmaChain,
+    VmArea,
+    MmStruct,
+)
 
 AVC_SAME_VMA = member(AnonVmaChain, "same_vma")
 AVC_SAME_ANON_VMA = member(AnonVmaChain, "same_anon_vma")
@@ -297,6 +356,7 @@ class PteKind(IntEnum):
     PRESENT = 1
     ZERO = 2  # the zero page, mapped read-only by a read fault
     SWAP = 3  # a swap entry
+    MIGRATION = 4  # a migration entry: `page` is the page being migrated (no reference)
 
 
 class Pte:
@@ -401,6 +461,15 @@ class Page:
 
     def __repr__(self) -> str:
         return f"<page {self.name} mapcount={self.mapcount} mapping={self.mapping!r}>"
+
+
+def shadow_oldest(vma: Any) -> AnonVma | None:
+    """A vma's audit-only oldest anon_vma; None for a vma read through a wild pointer.
+
+    It is not kernel memory, so a view of recycled memory has none.
+    """
+    value: AnonVma | None = getattr(vma, "shadow_oldest", None)
+    return value
 
 
 def linear_page_index(vma: VmArea, address: int) -> int:

@@ -358,22 +358,23 @@ def shrink_all(k: Kernel, *, force: bool = True) -> int:
     return freed
 
 
-def _mapped_pages(k: Kernel, mm: MmStruct, start: int, length: int) -> list[Page]:
+def mapped_pages(k: Kernel, mm: MmStruct, start: int, length: int) -> list[Page]:
     """The pages mapped in [start, start+len) of mm, each with a reference taken."""
     pages: list[Page] = []
-    mm.page_table_lock.acquire()
     for address in range(start, start + length, 4096):
+        ptl = k.pte_lockptr(mm, address)
+        ptl.acquire()
         pte = mm.ptes.get(address)
         if pte is not None and pte.kind is PteKind.PRESENT and pte.page is not None:
             k.get_page(pte.page)
             pages.append(pte.page)
-    mm.page_table_lock.release()
+        ptl.release()
     return pages
 
 
 def swapout_range(k: Kernel, mm: MmStruct, start: int, length: int) -> int:
     freed = 0
-    for page in _mapped_pages(k, mm, start, length):
+    for page in mapped_pages(k, mm, start, length):
         if shrink_page(k, page, force=True):
             freed += 1
         else:
@@ -383,7 +384,7 @@ def swapout_range(k: Kernel, mm: MmStruct, start: int, length: int) -> int:
 
 def referenced_range(k: Kernel, mm: MmStruct, start: int, length: int) -> int:
     total = 0
-    for page in _mapped_pages(k, mm, start, length):
+    for page in mapped_pages(k, mm, start, length):
         total += rmap.page_referenced(k, page, False)[0]
         k.put_page(page)
     return total

@@ -18,10 +18,13 @@ BASE = "2.6.34-rc3"
 @dataclass(frozen=True)
 class Patch:
     name: str
-    kind: str  # "fix" (went into 2.6.34) or "thread" (proposed in the April 2010 thread)
+    #: "fix" (went into a released kernel) or "thread" (proposed in the April 2010 thread)
+    kind: str
     changes: str
     source: str
     reconstructed: bool = False
+    #: The release that first shipped it (fixes), for `rmapstress list`.
+    release: str = ""
 
 
 PATCHES: tuple[Patch, ...] = (
@@ -31,18 +34,22 @@ PATCHES: tuple[Patch, ...] = (
         "find_mergeable_anon_vma reuses a neighbour's anon_vma only when the neighbour's "
         "chain is a single entry (anon_vma_compatible + reusable_anon_vma)",
         "d0e9fe17 (Linus Torvalds, 10 Apr 2010)",
+        release="2.6.34",
     ),
     Patch(
         "adjust-exporter",
         "fix",
         "vma_adjust tracks importer and exporter and clones the chain from the exporter",
-        "287d97ac (Linus Torvalds, Apr 2010)",
+        "287d97ac (Linus Torvalds, 10 Apr 2010)",
+        release="2.6.34",
     ),
     Patch(
         "clone-order",
         "fix",
         "anon_vma_clone walks the source chain in reverse, keeping newest->oldest order",
-        '"anon_vma: clone the anon_vma chain in the right order" (Linus Torvalds, Apr 2010)',
+        '646d87b4 "anon_vma: clone the anon_vma chain in the right order" (Linus Torvalds, '
+        "11 Apr 2010)",
+        release="2.6.34",
     ),
     Patch(
         "oldest-anon-vma",
@@ -50,6 +57,7 @@ PATCHES: tuple[Patch, ...] = (
         "__page_set_anon_rmap gives non-exclusive pages the anon_vma of the chain's last "
         "entry (the oldest ancestor)",
         "ea90002b (Linus Torvalds, 12 Apr 2010)",
+        release="2.6.34",
     ),
     Patch(
         "rik-v2",
@@ -72,6 +80,51 @@ PATCHES: tuple[Patch, ...] = (
         "anon_vma_merge keeps next's anon_vmas: drops next's chain only when vma's chain is "
         "not singular, else moves next's AVCs to vma one by one under each anon_vma's lock",
         "Johannes Weiner, LKML 9 Apr 2010 (the seed mail's diff)",
+    ),
+    Patch(
+        "anon-vma-refcount",
+        "fix",
+        "anon_vma gains external_refcount (shared by KSM and migration); unmap_and_move "
+        "pins the anon_vma of a mapped page with it for the whole migration, gives up on "
+        "an unmapped page unless it is in the swap cache (then migrates it without "
+        "remapping), and the last reference frees an anon_vma whose list is empty; "
+        "anon_vma_unlink frees only when the list is empty and the count is zero",
+        "3f6c8272, 7f60c214, 67b9509b, 3fe2011f (Mel Gorman, memory compaction series, "
+        "24 May 2010)",
+        release="2.6.35",
+    ),
+    Patch(
+        "root-anon-vma",
+        "fix",
+        "every anon_vma points at the root (oldest) anon_vma of its tree: anon_vma_prepare "
+        "makes a new one its own root, anon_vma_fork gives the child's the parent's root "
+        "and pins it with a reference dropped when the child's is freed (drop_anon_vma); "
+        "every anon_vma lock operation (prepare, link, unlink, page_lock_anon_vma, "
+        "rmap_walk_anon) takes anon_vma->root->lock, reading ->root each time; vma_adjust "
+        "takes that lock around the boundary writes again (vma->anon_vma's root, when "
+        "inserting, importing or moving vm_start)",
+        "5c341ee1, 012f1800, 76545066 (Rik van Riel, 9 Aug 2010)",
+        release="2.6.36-rc1",
+    ),
+    Patch(
+        "root-rmap",
+        "fix",
+        "__page_set_anon_rmap leaves a page that already has an anon_vma alone and gives "
+        "other non-exclusive pages anon_vma->root; an exclusive swap-in goes to the vma's "
+        "own anon_vma (do_page_add_anon_rmap); anon_vma_prepare adds the new edge at the "
+        "tail of the anon_vma's list; __page_check_anon_rmap checks the roots match and "
+        "drop_anon_vma that the count is positive",
+        "288468c3, 26ba0cb6, 44ab57a0 (Andrea Arcangeli), ad8c2ee8 (Rik van Riel), 9 Aug 2010",
+        release="2.6.36-rc1",
+    ),
+    Patch(
+        "root-lock-recheck",
+        "fix",
+        "page_lock_anon_vma reads anon_vma->root once, locks that root and checks "
+        "page_mapped() again; if the page was unmapped meanwhile it unlocks the same root "
+        "and fails, so page_unlock_anon_vma can never address another root's lock",
+        'f18194275c39 "mm: fix hang on anon_vma->root->lock" (Hugh Dickins, 25 Aug 2010)',
+        release="2.6.36-rc3",
     ),
 )
 PATCH_NAMES = tuple(p.name for p in PATCHES)
@@ -98,6 +151,51 @@ PRESETS: dict[str, tuple[tuple[str, ...], str]] = {
         ("reuse-singular", "adjust-exporter", "clone-order", "oldest-anon-vma"),
         "the released kernel",
     ),
+    "2.6.35": (
+        (
+            "reuse-singular",
+            "adjust-exporter",
+            "clone-order",
+            "oldest-anon-vma",
+            "anon-vma-refcount",
+            "root-anon-vma",
+            "root-rmap",
+        ),
+        "the root anon_vma and root locking before Hugh's fix: what hung in kbuild tests "
+        "(\"anon_vma_prepare() spinning on a newly allocated anon_vma's lock\")",
+    ),
+    "2.6.36": (
+        (
+            "reuse-singular",
+            "adjust-exporter",
+            "clone-order",
+            "oldest-anon-vma",
+            "anon-vma-refcount",
+            "root-anon-vma",
+            "root-rmap",
+            "root-lock-recheck",
+        ),
+        "the released kernel with Hugh's fix and the migration fixes",
+    ),
+}
+
+#: preset -> how its code relates to what ran in 2010: what was tested, or a guess.
+PROVENANCE: dict[str, str] = {
+    "2.6.34-rc3": "tested: the kernel that crashed for Borislav and in bugzilla 15680 "
+    "(reconstructed from 2.6.33 and 5beb4930, the April fixes taken out)",
+    "rik-v2": "a guess at what was tested: the text of Rik's -v2 is not available, and the "
+    "BUG_ON(!anon_vma) this reconstruction hits on the first write fault was never "
+    "reported; kept only to compare with rik-v2-dst",
+    "rik-v2-dst": "tested: what the thread says Borislav ran when the endless walk under "
+    "anon_vma->lock appeared (Rik's -v2 with Linus' dst->anon_vma line; the -v2 part is "
+    "reconstructed)",
+    "hannes-merge": "exact text (the seed mail's diff); the thread never reports running it",
+    "2.6.34": "released 16 May 2010; checked against the 2.6.34 tree",
+    "2.6.35": "tested (Hugh's kbuild boxes): the reverse map of 2.6.36-rc1 and -rc2, checked "
+    "against those commits.  Named 2.6.35 here, but the released 2.6.35 (1 Aug 2010) had no "
+    "root anon_vma: its reverse map is 2.6.34+anon-vma-refcount",
+    "2.6.36": "released 20 Oct 2010 (Hugh's fix is in 2.6.36-rc3); checked against the "
+    "2.6.36 tree",
 }
 
 
@@ -161,6 +259,27 @@ class Variant:
     @property
     def hannes_merge(self) -> bool:
         return "hannes-merge" in self.patches
+
+    @property
+    def anon_vma_refcount(self) -> bool:
+        return "anon-vma-refcount" in self.patches
+
+    @property
+    def root_anon_vma(self) -> bool:
+        return "root-anon-vma" in self.patches
+
+    @property
+    def root_rmap(self) -> bool:
+        return "root-rmap" in self.patches
+
+    @property
+    def root_lock_recheck(self) -> bool:
+        return "root-lock-recheck" in self.patches
+
+    @property
+    def has_refcount(self) -> bool:
+        """struct anon_vma has external_refcount (2.6.35's layout or later)."""
+        return self.anon_vma_refcount or self.root_anon_vma
 
     def __str__(self) -> str:
         return self.name

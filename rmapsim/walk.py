@@ -24,7 +24,6 @@ from typing import Any, Protocol
 from rmapsim.atomic import atomic_inc, atomic_read, atomic_t
 from rmapsim.errors import KernelOops, ListCorruption, ListLoop
 from rmapsim.lists import BadAddress, ListHead, Member, describe_node
-from rmapsim.structs import STRUCTS
 
 
 class WalkState:
@@ -122,7 +121,7 @@ class Walks:
         """list_entry(): the structure whose `member` is `pos` (a view if it is not one)."""
         if pos.member is member:
             return pos.owner
-        return self.mem.cast(pos.addr - member.offset, STRUCTS[member.struct])
+        return self.mem.cast(pos.addr - member.offset, self.mem.structs[member.struct])
 
     def _tripped(self, st: WalkState, direction: str, draining: bool = False) -> bool:
         cycle = find_cycle(st.head, 4 * st.bound + 16, direction)

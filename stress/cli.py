@@ -47,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--memory", choices=("reuse", "kasan"), default="reuse")
     p.add_argument("--debug-list", action="store_true", help="CONFIG_DEBUG_LIST checks (WARN)")
+    p.add_argument(
+        "--no-split-ptlocks",
+        action="store_true",
+        help="guard every PTE with mm->page_table_lock (default: one lock per page table)",
+    )
     p.add_argument("--slab-page-bytes", type=int, default=4096, metavar="N")
     p.add_argument(
         "--min-partial",

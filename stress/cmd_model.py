@@ -13,7 +13,7 @@ from rmapsim.cprogram import is_concurrent
 from rmapsim.errors import ModelError
 from rmapsim.hunt import hunt
 from rmapsim.program import ExecResult, ProgramError, parse_program, run_program
-from rmapsim.variants import BASE, PATCHES, PRESETS, Variant, parse_variant
+from rmapsim.variants import BASE, PATCHES, PRESETS, PROVENANCE, Variant, parse_variant
 from stress.cli import EXIT_DEFECT, EXIT_OK, UsageError
 
 
@@ -27,24 +27,36 @@ def _variants(text: str) -> list[Variant]:
         raise UsageError(f"--variant: {exc}") from None
 
 
+BASE_TEXT = "2.6.33 plus the anon_vma_chain patch (5beb4930), before any April fix"
+BASE_SOURCE = (
+    "reconstructed from 2.6.33 and 5beb4930 as reviewed on linux-mm (anon-vma-2010.md §4)"
+)
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print(
             json.dumps(
                 {
-                    "bases": [{"name": BASE, "source": "anon-vma-2010.md §4 (rc3, reconstructed)"}],
+                    "bases": [{"name": BASE, "means": BASE_TEXT, "source": BASE_SOURCE}],
                     "patches": [
                         {
                             "name": p.name,
                             "kind": p.kind,
                             "changes": p.changes,
                             "source": p.source,
+                            "release": p.release or None,
                             "reconstructed": p.reconstructed,
                         }
                         for p in PATCHES
                     ],
                     "presets": [
-                        {"name": n, "means": parse_variant(n).expression, "role": role}
+                        {
+                            "name": n,
+                            "means": parse_variant(n).expression,
+                            "role": role,
+                            "provenance": PROVENANCE[n],
+                        }
                         for n, (_, role) in PRESETS.items()
                     ],
                 },
@@ -53,17 +65,13 @@ def cmd_list(args: argparse.Namespace) -> int:
         )
         return EXIT_OK
     out = ["Bases:"]
-    out.append(
-        f"  {BASE:<22} 2.6.33 plus the anon_vma_chain patch (5beb4930), before any April fix"
-    )
-    out.append(
-        f"  {'':<22} source: reconstructed from 2.6.33 and 5beb4930 as reviewed on linux-mm "
-        "(anon-vma-2010.md §4)"
-    )
+    out.append(f"  {BASE:<22} {BASE_TEXT}")
+    out.append(f"  {'':<22} source: {BASE_SOURCE}")
     out.append("\nPatches (BASE+patch+patch...):")
     for p in PATCHES:
         mark = " [reconstructed]" if p.reconstructed else ""
-        out.append(f"  {p.name:<22} ({p.kind}){mark} {p.changes}")
+        shipped = f", in {p.release}" if p.release else ""
+        out.append(f"  {p.name:<22} ({p.kind}{shipped}){mark} {p.changes}")
         out.append(f"  {'':<22} source: {p.source}")
     out.append("\nPresets:")
     for name, (_, role) in PRESETS.items():
@@ -71,6 +79,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         mark = " [reconstructed: " + ", ".join(v.reconstructed) + "]" if v.reconstructed else ""
         out.append(f"  {name:<22} = {v.expression}{mark}")
         out.append(f"  {'':<22} {role}")
+        out.append(f"  {'':<22} {PROVENANCE[name]}")
     print("\n".join(out))
     return EXIT_OK
 
@@ -87,10 +96,18 @@ def _read(path: str) -> tuple[str, str]:
         raise UsageError(f"{path}: not a UTF-8 text file") from None
 
 
-def replay_command(program: str, variant: Variant, memory: str, debug_list: bool = False) -> str:
+def replay_command(
+    program: str,
+    variant: Variant,
+    memory: str,
+    debug_list: bool = False,
+    split_ptlocks: bool = True,
+) -> str:
     cmd = ["rmapstress", "exec", program, "--variant", variant.name, "--memory", memory]
     if debug_list:
         cmd.append("--debug-list")
+    if not split_ptlocks:
+        cmd.append("--no-split-ptlocks")
     return shlex.join(cmd)
 
 
@@ -118,7 +135,10 @@ def _describe(result: ExecResult, program: str, args: argparse.Namespace) -> lis
             f"DEFECT: {len(result.defects)} defect(s) ({', '.join(kinds)}), "
             f"first at line {first.line}"
         )
-        lines.append(f"replay: {replay_command(program, v, result.memory, args.debug_list)}")
+        replay = replay_command(
+            program, v, result.memory, args.debug_list, not args.no_split_ptlocks
+        )
+        lines.append(f"replay: {replay}")
     else:
         lines.append("clean: no defect")
     return lines
@@ -150,6 +170,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
                 slab_page_bytes=args.slab_page_bytes,
                 min_partial=args.min_partial,
                 check=not args.no_audit,
+                split_ptlocks=not args.no_split_ptlocks,
             )
         )
     if args.json:

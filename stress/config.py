@@ -32,7 +32,15 @@ EXIT_EMERGENCY = 124
 EXIT_BACKSTOP = 1
 
 #: Verdict kinds the harness itself produces.
-WATCHDOG_KINDS = ("list-loop", "long-hold", "deadlock", "starvation", "livelock", "stall")
+WATCHDOG_KINDS = (
+    "list-loop",
+    "leaked-lock",
+    "long-hold",
+    "deadlock",
+    "starvation",
+    "livelock",
+    "stall",
+)
 HARNESS_KINDS = (*WATCHDOG_KINDS, "lock-order", "crash")
 
 

@@ -16,10 +16,19 @@ waiter that lost the race HANDOFF_MISSES times gets the lock handed to it
 directly, so waits stay bounded as with the kernel's ticket spinlocks;
 fair=False never hands over, and then a waiter can starve.  Taking a lock one already holds is a
 self-deadlock.
+
+Unlocking a lock one does not hold is misuse (NotOwnerError) unless the lock
+stands in for a kernel spinlock (`strict=False`): spin_unlock checks nothing, so
+the unlock is recorded as a stray unlock (`Monitor.stray_unlock`) and the run
+goes on; the lock the thread meant to release stays held, with no holder inside
+its critical section, and the watchdog names it (see `stress.leaks`).  The books
+stay straight: a stray unlock frees nothing (on a real spinlock it would free
+the lock from under its holder, or upset a free ticket lock).
 """
 
 from __future__ import annotations
 
+import sys
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +47,7 @@ HANDOFF_MISSES = 4
 class Mutex(LockBase):
     """A non-recursive mutex with a lock class and an instance name."""
 
-    __slots__ = ("_free", "_seen", "fair")
+    __slots__ = ("_free", "_seen", "fair", "strict")
 
     #: Counting every acquisition would cost the fast path a tenth of its time;
     #: TimedMutex counts them.
@@ -52,6 +61,7 @@ class Mutex(LockBase):
         monitor: Monitor | None = None,
         fair: bool = True,
         subclass: int = 0,
+        strict: bool = True,
     ) -> None:
         super().__init__(lock_class, name, monitor, subclass)
         self._free = [True]
@@ -59,6 +69,8 @@ class Mutex(LockBase):
         #: mark still there at the next poll proves the hold never ended.
         self._seen: tuple[ThreadState, float] | None = None
         self.fair = fair
+        #: False for a kernel spinlock's stand-in: an unlock by a non-holder is recorded.
+        self.strict = strict
 
     # -- fast paths ----------------------------------------------------------------------
 
@@ -200,7 +212,8 @@ class Mutex(LockBase):
         else:
             head.signal_locked()  # up for grabs: the head competes with newcomers
 
-    def _release_slow(self, held: list[Any], top: Any) -> None:
+    def _release_slow(self, held: list[Any], top: Any) -> bool:
+        """An out-of-order release (True), or one by a thread that does not hold it (False)."""
         held.append(top)
         for i in range(len(held) - 1, 0, -1):
             if getattr(held[i], "lock", held[i]) is self:
@@ -208,10 +221,14 @@ class Mutex(LockBase):
                 break
         else:
             state: ThreadState = held[0]
-            raise NotOwnerError(self.name, state.name, [s.name for s in holders_of(self)])
+            if self.strict:
+                raise NotOwnerError(self.name, state.name, [s.name for s in holders_of(self)])
+            self._mon.stray_unlock(state, self)
+            return False
         self._free.append(True)
         if self._waiters:
             self._kick()
+        return True
 
     # -- introspection -------------------------------------------------------------------
 
@@ -230,7 +247,7 @@ class TimedMutex(Mutex):
     and one append to the run's trace ring.
     """
 
-    __slots__ = ("_ring", "_t0")
+    __slots__ = ("_ring", "_site", "_t0")
 
     counts_acquisitions = True
 
@@ -242,11 +259,17 @@ class TimedMutex(Mutex):
         monitor: Monitor | None = None,
         fair: bool = True,
         subclass: int = 0,
+        strict: bool = True,
     ) -> None:
-        super().__init__(lock_class, name, monitor=monitor, fair=fair, subclass=subclass)
+        super().__init__(
+            lock_class, name, monitor=monitor, fair=fair, subclass=subclass, strict=strict
+        )
         self._hold = Histogram()
         self._ring = self._mon.trace_ring
         self._t0 = 0.0
+        #: (frame, line) that took the lock, kept while it is held (where a leaked lock was
+        #: taken); the line is read at once, as the frame goes on executing afterwards.
+        self._site: Any = None
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         if timeout != -1:
@@ -255,6 +278,8 @@ class TimedMutex(Mutex):
             self._free.pop()
         except IndexError:
             if self._contended(blocking, timeout, self._key):
+                f = sys._getframe(1)
+                self._site = (f, f.f_lineno)
                 self._t0 = perf_counter()
                 return True
             return False
@@ -267,6 +292,8 @@ class TimedMutex(Mutex):
         held.append(self)
         self._seen = None
         self._nacq += 1
+        f = sys._getframe(1)
+        self._site = (f, f.f_lineno)
         self._t0 = perf_counter()
         return True
 
@@ -274,6 +301,8 @@ class TimedMutex(Mutex):
 
     def acquire_nested(self, subclass: int = 1, blocking: bool = True, timeout: float = -1) -> bool:
         if Mutex.acquire_nested(self, subclass, blocking, timeout):
+            f = sys._getframe(1)
+            self._site = (f, f.f_lineno)
             self._t0 = perf_counter()
             return True
         return False
@@ -286,8 +315,11 @@ class TimedMutex(Mutex):
         t0 = self._t0
         top = held.pop()
         if top is not self:
-            self._release_slow(held, top)
+            if not self._release_slow(held, top):
+                return  # a stray unlock: nothing was held, nothing to time
+            self._site = None
         else:
+            self._site = None
             self._free.append(True)
             if self._waiters:
                 self._kick()

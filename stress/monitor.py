@@ -25,7 +25,7 @@ from pathlib import Path
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from stress import diagnosis, escape
+from stress import diagnosis, escape, leaks, spins
 from stress.config import Config
 from stress.errors import Cancelled
 from stress.lockcore import Waiter
@@ -47,7 +47,7 @@ from stress.threads import (
 )
 from stress.verdicts import Verdict, VerdictBook
 from stress.walks import Walk
-from stress.watchdog import Watchdog, cycles
+from stress.watchdog import Watchdog
 
 if TYPE_CHECKING:
     from stress.sched.core import Scheduler, Task
@@ -210,6 +210,13 @@ class Monitor:
         self._final: CaseResult | None = None
         self.stuck: list[str] = []
         self.stuck_detail: list[dict[str, Any]] = []
+        #: Unlocks of kernel-style locks by threads that did not hold them (stress.leaks).
+        self.strays: list[leaks.StrayUnlock] = []
+        #: Threads that reported a defect or crashed: locks they die holding are explained.
+        self.faulted: set[ThreadState] = set()
+        #: Busy-waits in progress (stress.spins), by id.
+        self.spins: dict[int, spins.Spin] = {}
+        self.spins_lock = threading.Lock()
 
     # -- locks ---------------------------------------------------------------------------
 
@@ -218,7 +225,13 @@ class Monitor:
         return self.lockdep.lock_class(name, budget_s or self.config.budget(name))
 
     def mutex(
-        self, lock_class: str, name: str | None = None, *, fair: bool = True, subclass: int = 0
+        self,
+        lock_class: str,
+        name: str | None = None,
+        *,
+        fair: bool = True,
+        subclass: int = 0,
+        strict: bool = True,
     ) -> Mutex:
         """A new instrumented mutex (timed when config.timing is on)."""
         kind: type[Mutex]
@@ -226,11 +239,15 @@ class Monitor:
             kind = ControlledTimedMutex if self.config.timing else ControlledMutex
         else:
             kind = TimedMutex if self.config.timing else Mutex
-        return kind(lock_class, name, monitor=self, fair=fair, subclass=subclass)
+        return kind(lock_class, name, monitor=self, fair=fair, subclass=subclass, strict=strict)
 
     def spinlock(self, lock_class: str, name: str) -> Mutex:
-        """A fair mutex standing in for a kernel spinlock (a sync-factory method)."""
-        return self.mutex(lock_class, name)
+        """A fair mutex standing in for a kernel spinlock (a sync-factory method).
+
+        Like spin_unlock, its release checks nothing: an unlock by a thread that does
+        not hold it is recorded (`stray_unlock`), not raised.
+        """
+        return self.mutex(lock_class, name, strict=False)
 
     def rwsem(self, lock_class: str, name: str | None = None, *, subclass: int = 0) -> RWSem:
         """A new instrumented reader-writer semaphore."""
@@ -385,6 +402,12 @@ class Monitor:
         """Track a list walk: `with mon.walk(...) as w:` and `w.step()` per node."""
         return Walk(self, kind, subject, lock, bound)
 
+    def spin(
+        self, kind: str, subject: str, *, evidence: Callable[[], dict[str, Any]] | None = None
+    ) -> spins.Spin:
+        """Declare a busy-wait: `with mon.spin(...) as s:` and `s.step()` per look."""
+        return spins.Spin(self, kind, subject, evidence)
+
     # -- verdicts ------------------------------------------------------------------------
 
     @property
@@ -439,6 +462,7 @@ class Monitor:
         where `exc` was raised when the defect arrives as a caught exception.
         """
         state = current()
+        self.faulted.add(state)
         stack = capture_exception(exc, skip=2) if exc is not None else capture_current(skip=2)
         objects = [x for x in locks if not isinstance(x, str)]
         ev = {str(k): diagnosis.plain(v) for k, v in (evidence or {}).items()}
@@ -461,10 +485,30 @@ class Monitor:
         return self.record(verdict, stop=stop)
 
     def worker_crashed(self, state: ThreadState, exc: BaseException) -> Verdict:
+        self.faulted.add(state)
         return self.record(diagnosis.crash(state, exc, self.now_s()))
 
+    def stray_unlock(self, state: ThreadState, lock: Any) -> None:
+        """`state` unlocked `lock`, which it does not hold (a kernel-style lock said nothing)."""
+        stray = leaks.record(self, state, lock)
+        if self.report is not None:
+            meant = stray.meant
+            self.report.event(
+                "stray-unlock",
+                f"{state.name} unlocked {lock.name}, which it did not hold"
+                + (f" (its last lock was {meant.lock.name})" if meant is not None else ""),
+                case=self.name,
+            )
+
     def self_deadlock(self, state: ThreadState, lock: Any, waiter: Waiter) -> Verdict:
-        """A thread takes a lock it holds: the same episode the watchdog would find."""
+        """A thread takes a lock it holds: the same episode the watchdog would find.
+
+        If the thread's last unlock meant for that lock went to another one, the lock
+        was leaked, and that is the verdict.
+        """
+        leak = leaks.on_retake(self, state, lock, waiter)
+        if leak is not None:
+            return leak
         snap = diagnosis.Snapshot.take(self)
         verdict = diagnosis.deadlock([waiter], snap)
         verdict.source = "lock"
@@ -557,121 +601,21 @@ class Monitor:
         return self.stop()
 
     def _run_controlled(self, sched: Scheduler) -> CaseResult:
-        """One thread at a time, switched by the scheduler; this thread only watches.
+        from stress.sched import run as controlled
 
-        The run ends when the tasks end, the step budget is spent, a stopping verdict
-        is recorded, or no task can run.  A task that stops reaching scheduling points
-        (an endless loop the harness cannot see into, a wait on a lock it does not
-        know) is reported after verdict_s of wall time, with its stack.
-        """
-        self.start()
-        for worker in list(self._workers):
-            worker.start()
-        sched.begin()
-        cap = self.t0 + self._wall_cap_s()
-        last_step, last_t = -1, perf_counter()
-        while not sched.wait_done(_RUN_TICK_S):
-            now = perf_counter()
-            if sched.step != last_step:
-                last_step, last_t = sched.step, now
-            elif now - last_t >= self.config.verdict_s and not self.cancelled:
-                self._stuck_between_points(sched, now - last_t)
-            if now >= self._status_at:
-                self._status_at = now + self.config.status_every_s
-                self._status(now)
-            if now >= cap and not self.cancelled:
-                self.cancel(
-                    f"wall-clock cap ({self._wall_cap_s():g} s) before the step budget "
-                    f"({sched.max_steps:,} steps) was spent"
-                )
-            if self.cancelled and self.cancelled_at is not None:
-                break
-        if not self.cancelled:
-            self.cancel(sched.end_reason or "every worker finished")
-        self._join_workers()
-        return self.stop()
-
-    def _stuck_between_points(self, sched: Scheduler, idle_s: float) -> None:
-        task = sched.current
-        state = task.state if task is not None else None
-        if state is None:
-            return
-        snap = diagnosis.Snapshot.take(self)
-        holds = state.held_locks()
-        what = "holding " + ", ".join(x.name for x in holds) if holds else "holding no lock"
-        verdict = Verdict(
-            kind="stall",
-            summary=(
-                f"{state.name} ran {diagnosis.seconds(idle_s)} without reaching a scheduling "
-                f"point, {what}: at {where(snap.stack(state))}"
-            ),
-            source="watchdog",
-            threads=[state.name],
-            locks=[x.name for x in holds],
-            lock_classes=diagnosis.lock_classes(holds),
-            chain=[
-                diagnosis.chain_from(state, snap),
-                *diagnosis.waiters_behind(holds, snap, {state}),
-            ],
-            stacks=snap.stacks([state]),
-            evidence={"step": sched.step, "controlled": True},
-            culprits=[state.name],
-            at_s=snap.at_s,
-        )
-        self.record(verdict)
-        self.cancel(f"stall: {verdict.summary}")
+        return controlled.run(self, sched)
 
     def no_runnable(self, states: list[ThreadState]) -> None:
-        """Controlled run: nobody can run.  A wait-for cycle is a deadlock; else a stall."""
-        snap = diagnosis.Snapshot.take(self)
-        waiting = {s: w for s in states if (w := diagnosis.waiting_on(s)) is not None}
-        edges = {s: [b for b, _, _ in w.lock.blockers(w)] for s, w in waiting.items()}
-        found = cycles(edges)
-        for cycle in found:
-            verdict = diagnosis.deadlock([waiting[s] for s in cycle], snap)
-            verdict.evidence["step"] = self.scheduler.step if self.scheduler else 0
-            self.record(verdict, stop=True)
-        if found:
-            return
-        verdict = Verdict(
-            kind="stall",
-            summary="no thread can run: "
-            + "; ".join(diagnosis.chain_from(s, snap) for s in states[:4]),
-            source="watchdog",
-            threads=[s.name for s in states],
-            chain=[diagnosis.chain_from(s, snap) for s in states],
-            stacks=snap.stacks(states),
-            evidence={"step": self.scheduler.step if self.scheduler else 0},
-            culprits=[s.name for s in states],
-            at_s=snap.at_s,
-        )
-        self.record(verdict, stop=True)
+        """Controlled run: no thread can run (see stress.sched.run)."""
+        from stress.sched import run as controlled
+
+        controlled.no_runnable(self, states)
 
     def spinning(self, state: ThreadState | None, point: str, spins: int) -> None:
-        """Controlled run: a task went round a busy-wait `spins` times without progress."""
-        if state is None:
-            return
-        snap = diagnosis.Snapshot.take(self)
-        holds = state.held_locks()
-        behind = diagnosis.waiters_behind(holds, snap, {state})
-        holding = f", holding {', '.join(x.name for x in holds)}" if holds else ""
-        verdict = Verdict(
-            kind="livelock",
-            summary=(
-                f"{state.name} spins in {point!r}: {spins:,} turns without progress"
-                f"{holding}, at {where(snap.stack(state))}"
-            ),
-            source="watchdog",
-            threads=[state.name],
-            locks=[x.name for x in holds],
-            lock_classes=diagnosis.lock_classes(holds),
-            chain=[diagnosis.chain_from(state, snap), *behind],
-            stacks=snap.stacks([state]),
-            evidence={"point": point, "spins": spins, "controlled": True},
-            culprits=[state.name],
-            at_s=snap.at_s,
-        )
-        self.record(verdict)
+        """Controlled run: a busy-wait went round `spins` times without progress."""
+        from stress.sched import run as controlled
+
+        controlled.spinning(self, state, point, spins)
 
     def _join_workers(self) -> None:
         assert self.cancelled_at is not None
@@ -715,6 +659,12 @@ class Monitor:
         mine = self.states()
         known = set(mine)
         return mine + [s for s in all_threads() if s not in known and s.waiting is not None]
+
+    def tick_status(self, now: float) -> None:
+        """A status tick when one is due (the controlled run's watching thread)."""
+        if now >= self._status_at:
+            self._status_at = now + self.config.status_every_s
+            self._status(now)
 
     def tick(self, now: float) -> None:
         """Called by the watchdog every poll: linger, budget and status ticks."""

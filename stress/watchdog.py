@@ -5,6 +5,9 @@ where its innermost frame is and how many operations it completed, then checks
 for hangs from the most specific kind to the least:
 
   list-loop    a walk past its step bound (or, without one, past walk_s and still stepping)
+  livelock     (soft lockup) a declared busy-wait past walk_s (stress.spins)
+  leaked-lock  a lock held with nobody inside it (its taker exited, or unlocked another
+               lock instead: stress.leaks)
   deadlock     a cycle in the wait-for graph (a self-deadlock is a cycle of one)
   long-hold    a lock held past its class budget by a thread not itself waiting
   starvation   a waiter passed over while the lock changed hands starve_grants times
@@ -25,7 +28,7 @@ from collections.abc import Hashable
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from stress import diagnosis
+from stress import diagnosis, leaks, spins
 from stress.diagnosis import Snapshot, waiting_on
 from stress.lockcore import Waiter
 from stress.rwsem import RWSem
@@ -127,6 +130,8 @@ class Watchdog:
         ex_locks: set[int] = set()
 
         self._list_loops(states, snap, seen, ex_threads, ex_locks)
+        spins.check(mon, snap, seen, ex_threads, ex_locks)
+        leaks.check(mon, holds, snap, seen, ex_threads, ex_locks)
         self._deadlocks(waiting, snap, seen, ex_threads, ex_locks)
         self._victims(waiting, holders, ex_threads, ex_locks)
         self._long_holds(holds, snap, seen, ex_threads, ex_locks)
@@ -247,6 +252,8 @@ class Watchdog:
     ) -> None:
         edges = {s: [b for b, _, _ in w.lock.blockers(w)] for s, w in waiting.items()}
         for cycle in cycles(edges):
+            if any(s in ex_threads for s in cycle):
+                continue  # explained already (a leaked lock taken again by its taker)
             waiters = [waiting[s] for s in cycle]
             if not self._still_blocked(cycle, waiters):
                 continue

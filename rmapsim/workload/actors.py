@@ -22,10 +22,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from rmapsim import swap
+from rmapsim import migrate, swap
+from rmapsim.atomic import atomic_read
 from rmapsim.audit import audit
 from rmapsim.errors import KernelDefect, ListLoop
-from rmapsim.kernel import Kernel
+from rmapsim.kernel import Kernel, SpinState
 from rmapsim.lists import describe_node
 from rmapsim.program import null_deref, prot_text
 from rmapsim.stale import MEMORY_MODULES
@@ -40,7 +41,18 @@ BASE = 0x10000
 
 
 #: Frames of the model that only carry a defect (raise helpers, lock wrappers).
-_PLUMBING = {"guarded", "op", "report", "VM_BUG_ON", "BUG_ON", "acquire", "release"}
+_PLUMBING = {
+    "guarded",
+    "op",
+    "report",
+    "VM_BUG_ON",
+    "BUG_ON",
+    "acquire",
+    "release",
+    "anon_vma_lockptr",
+    "anon_vma_lock",
+    "anon_vma_unlock",
+}
 
 
 def kernel_path(exc: BaseException) -> str:
@@ -131,7 +143,8 @@ class KernelHarness:
     """What every real-thread driver of a kernel shares: its hooks into the Monitor.
 
     Walk tracking (and, controlled, a scheduling point per step), endless walks kept
-    spinning as the CPU did, and defects reported with the raising thread's stack.
+    spinning as the CPU did, spins on dead lock words declared to the watchdog, and
+    defects reported with the raising thread's stack.
     """
 
     k: Kernel
@@ -148,6 +161,10 @@ class KernelHarness:
         if name is None:
             name = self._walk_points[st.what] = f"walk:{st.what}"
         self.mon.step_point(name)
+
+    def track_spin(self, st: SpinState) -> Any:
+        """A CPU spinning on a dead lock word: the watchdog names it if it never ends."""
+        return self.mon.spin(st.what, st.subject(), evidence=st.evidence).begin()
 
     def track(self, st: WalkState) -> Any:
         lock = st.lock if hasattr(st.lock, "lock_class") else None
@@ -221,12 +238,13 @@ class World(KernelHarness):
             min_partial=scn.memory.min_partial,
             walk_tracker=self.track if instrumented else None,
             walk_step=self.walk_point if controlled else None,
+            spin_tracker=self.track_spin if instrumented else None,
             on_loop=self.on_loop if instrumented else None,
             yield_point=mon.yield_point if controlled else self.yield_point,
             on_event=self.report,
+            split_ptlocks=scn.kernel.split_ptlocks,
         )
-        if controlled:
-            self.k.relax_point = mon.relax
+        self.k.relax_point = mon.relax if controlled else self.relax
         #: Every operation each thread performed, in order (a controlled run's program).
         self.oplog: dict[str, list[str]] | None = {} if controlled else None
         self.tls = threading.local()
@@ -251,7 +269,16 @@ class World(KernelHarness):
     def yield_point(self, where: str) -> None:
         rng = getattr(self.tls, "rng", None)
         if rng is not None and rng.random() < self.scn.yields.probability:
-            time.sleep(0)
+            preempt = self.scn.yields.preempt_rcu_s
+            if preempt and self.k.mem.rcu_reading():
+                time.sleep(preempt)  # a preemptible RCU reader, preempted
+            else:
+                time.sleep(0)
+
+    def relax(self, where: str) -> None:
+        """cpu_relax() in a busy-wait: let another thread run; stop once cancelled."""
+        self.mon.checkpoint()
+        time.sleep(0)
 
     def rng(self, name: str) -> random.Random:
         rng = random.Random(f"{self.seed}/{name}")
@@ -435,6 +462,20 @@ class World(KernelHarness):
                 return f"{owner[0]} {owner[1]:#x}"
         return str(page.name)
 
+    def compactor(self, index: int) -> None:
+        """Memory compaction: isolate a sample of the LRU and migrate it, now and then."""
+        rng = self.rng(f"compact-{index}")
+        k, t = self.k, self.scn.threads
+        while True:
+            self.mon.pause(t.compaction_period_s)
+            pages = k.pages.lru_pages()
+            if not pages:
+                continue
+            batch = rng.sample(pages, min(t.compaction_batch, len(pages)))
+            compact = functools.partial(migrate.compact_pages, k, batch)
+            self.op(f"compact {len(batch)} pages", compact)
+            self.mon.progress()
+
     def hibernate(self) -> None:
         """Now and then, swap out every anonymous page: a hibernation image."""
         self.rng("hibernate")
@@ -480,6 +521,10 @@ class World(KernelHarness):
             self.mon.spawn(self.guarded, lambda i=i: self.kswapd(i), name=f"kswapd-{i}")
         if t.hibernate:
             self.mon.spawn(self.guarded, self.hibernate, name="hibernate", tracked=False)
+        for i in range(t.compactors):
+            self.mon.spawn(
+                self.guarded, lambda i=i: self.compactor(i), name=f"compact-{i}", tracked=False
+            )
         if self.scn.audit_interval_s > 0:
             self.mon.spawn(self.auditor, name="auditor", tracked=False)
 
@@ -496,6 +541,7 @@ class World(KernelHarness):
             "swap_slots_in_use": k.swap.in_use(),
             "swap_writes": k.swap.writes,
             "swap_reads": k.swap.reads,
+            "pages_migrated": atomic_read(k.migrated),
             "audits": self.audits,
             "audits_skipped": self.audit_skips,
         }

@@ -95,6 +95,9 @@ class Threads:
     reclaim_walkers: int = 2  # kswapd-like: page_referenced + try_to_unmap over the LRU
     hibernate: bool = True  # a worker that swaps everything out now and then
     hibernate_period_s: float = 0.05
+    compactors: int = 0  # threads migrating samples of the LRU, as memory compaction does
+    compaction_period_s: float = 0.005
+    compaction_batch: int = 8  # pages isolated and migrated per round
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,16 @@ class Yields:
     probability: float = 0.05  # at each yield point of the model
     switch_interval_s: float = 0.0002  # sys.setswitchinterval during the run
     atomic_windows: bool = False  # test build: a yield point inside every atomic operation
+    # CONFIG_TREE_PREEMPT_RCU: a yield inside an RCU read-side section is a preemption
+    # lasting this long (0: a yield is only a thread switch, as without preemptible RCU)
+    preempt_rcu_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    # USE_SPLIT_PTLOCKS: one PTE lock per page table (2.6.34 on SMP without lock
+    # debugging); false: mm->page_table_lock guards every PTE
+    split_ptlocks: bool = True
 
 
 @dataclass(frozen=True)
@@ -166,6 +179,7 @@ class Scenario:
     memory: MemoryModel = MemoryModel()
     yields: Yields = Yields()
     schedule: Schedule = Schedule()
+    kernel: KernelConfig = KernelConfig()
     watchdog: Mapping[str, Any] = field(default_factory=dict)
     #: Overrides applied on top of the file, as (key path, value), so that a replay
     #: command can repeat them.
@@ -227,6 +241,9 @@ _TABLES: dict[str, tuple[type, dict[str, Check]]] = {
             "reclaim_walkers": _number(0, 16, integer=True),
             "hibernate": _boolean,
             "hibernate_period_s": _number(0.001, 60.0),
+            "compactors": _number(0, 16, integer=True),
+            "compaction_period_s": _number(0.0001, 60.0),
+            "compaction_batch": _number(1, 256, integer=True),
         },
     ),
     "workload": (
@@ -256,6 +273,13 @@ _TABLES: dict[str, tuple[type, dict[str, Check]]] = {
             "probability": _number(0.0, 1.0),
             "switch_interval_s": _number(1e-6, 1.0),
             "atomic_windows": _boolean,
+            "preempt_rcu_s": _number(0.0, 1.0),
+        },
+    ),
+    "kernel": (
+        KernelConfig,
+        {
+            "split_ptlocks": _boolean,
         },
     ),
     "schedule": (
@@ -296,6 +320,7 @@ def _to_raw(s: Scenario) -> dict[str, Any]:
         "memory": dataclasses.asdict(s.memory),
         "yield": dataclasses.asdict(s.yields),
         "schedule": dataclasses.asdict(s.schedule),
+        "kernel": dataclasses.asdict(s.kernel),
         "watchdog": dict(s.watchdog),
     }
 
@@ -385,6 +410,7 @@ def _build(raw: Mapping[str, Any], path: str, where_prefix: str = "") -> Scenari
         memory=tables["memory"],
         yields=tables["yield"],
         schedule=tables["schedule"],
+        kernel=tables["kernel"],
         watchdog=watchdog,
         **values,
     )

@@ -33,8 +33,11 @@ class ControlledMutex(Mutex):
         monitor: Monitor | None = None,
         fair: bool = True,
         subclass: int = 0,
+        strict: bool = True,
     ) -> None:
-        super().__init__(lock_class, name, monitor=monitor, fair=fair, subclass=subclass)
+        super().__init__(
+            lock_class, name, monitor=monitor, fair=fair, subclass=subclass, strict=strict
+        )
         self._pt_lock = f"lock:{lock_class}"
         self._pt_unlock = f"unlock:{lock_class}"
 
@@ -76,8 +79,11 @@ class ControlledTimedMutex(TimedMutex):
         monitor: Monitor | None = None,
         fair: bool = True,
         subclass: int = 0,
+        strict: bool = True,
     ) -> None:
-        super().__init__(lock_class, name, monitor=monitor, fair=fair, subclass=subclass)
+        super().__init__(
+            lock_class, name, monitor=monitor, fair=fair, subclass=subclass, strict=strict
+        )
         self._pt_lock = f"lock:{lock_class}"
         self._pt_unlock = f"unlock:{lock_class}"
 

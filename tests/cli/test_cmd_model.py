@@ -63,6 +63,37 @@ def test_list_names_every_variant_and_marks_reconstructed() -> None:
     assert [p["name"] for p in doc["patches"] if p["reconstructed"]] == ["rik-v2"]
 
 
+def test_list_shows_the_later_kernels_with_sources_and_what_was_tested() -> None:
+    r = cli("list")
+    assert r.returncode == 0, r.stderr
+    for name, source in (
+        ("anon-vma-refcount", "3f6c8272"),
+        ("root-anon-vma", "5c341ee1, 012f1800, 76545066"),
+        ("root-rmap", "288468c3"),
+        ("root-lock-recheck", "f18194275c39"),
+    ):
+        assert f"  {name} " in r.stdout and source in r.stdout
+    doc = json.loads(cli("list", "--json").stdout)
+    presets = {p["name"]: p for p in doc["presets"]}
+    assert set(presets) >= {"2.6.35", "2.6.36"}
+    assert presets["2.6.36"]["means"].endswith("+root-lock-recheck")
+    assert "root-lock-recheck" not in presets["2.6.35"]["means"]
+    assert presets["rik-v2"]["provenance"].startswith("a guess")
+    assert presets["rik-v2-dst"]["provenance"].startswith("tested")
+    assert "released 2.6.35" in presets["2.6.35"]["provenance"]
+    patches = {p["name"]: p for p in doc["patches"]}
+    assert patches["root-lock-recheck"]["release"] == "2.6.36-rc3"
+    assert patches["anon-vma-refcount"]["release"] == "2.6.35"
+    for line in ("a guess at what was tested", "tested: what the thread says"):
+        assert line in r.stdout
+
+
+def test_exec_takes_the_single_page_table_lock_option(bug4: Path) -> None:
+    r = cli("exec", str(bug4), "--variant", "2.6.34-rc3", "--no-split-ptlocks")
+    assert r.returncode == 1
+    assert "--no-split-ptlocks" in r.stdout.splitlines()[-1]  # the replay repeats it
+
+
 def test_exec_json_defect_on_rc3_with_kasan_names_the_sites(bug4: Path) -> None:
     r = cli("exec", str(bug4), "--variant", "2.6.34-rc3", "--memory", "kasan", "--json")
     assert r.returncode == 1, r.stderr
@@ -108,6 +139,8 @@ def test_exec_all_variants_table(bug4: Path) -> None:
         "rik-v2-dst": "defect",
         "hannes-merge": "defect",
         "2.6.34": "clean",
+        "2.6.35": "clean",
+        "2.6.36": "clean",
     }
 
 

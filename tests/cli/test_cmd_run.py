@@ -560,7 +560,7 @@ def test_replay_command_keeps_the_command_line_overrides(tmp_path: Path) -> None
     assert original["cases"][0]["memory"] == "reuse"
     again = run_replay(original["cases"][0]["rerun"], tmp_path)
     (case,) = again.report["cases"]
-    assert case["memory"] == "reuse", command
+    assert case["memory"] == "reuse", original["cases"][0]["rerun"]
     assert again.report["cases"][0]["stats"]["model"]["processes_made"] >= 1
 
 

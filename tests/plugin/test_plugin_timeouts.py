@@ -99,7 +99,7 @@ def test_project_ci_check_is_in_the_default_run() -> None:
     ids = [line for line in proc.stdout.splitlines() if line.startswith("scenarios/")]
     assert ids == [
         f"scenarios/ci.toml::{v}[seed=7]"
-        for v in ("2.6.34-rc3", "rik-v2", "rik-v2-dst", "hannes-merge", "2.6.34")
+        for v in ("2.6.34-rc3", "rik-v2", "rik-v2-dst", "hannes-merge", "2.6.34", "2.6.36")
     ], proc.stdout
     scn = load_scenario(ROOT / "scenarios" / "ci.toml")
     assert {v: scn.expected(v) for v in scn.variants} == {
@@ -108,6 +108,7 @@ def test_project_ci_check_is_in_the_default_run() -> None:
         "rik-v2-dst": "defect",
         "hannes-merge": "defect",
         "2.6.34": "clean",
+        "2.6.36": "clean",
     }
     # A few seconds per variant, well inside the suite's per-test timeout.
     assert scn.duration_s <= 5.0

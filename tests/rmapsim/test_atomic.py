@@ -122,3 +122,17 @@ def test_mmput_through_a_freed_mm_decrements_the_new_owners_word() -> None:
     assert new.addr == old.addr
     # The live object was reused, so its fields are the new owner's.
     assert atomic_read(new.mm_users) == 1
+
+
+def test_add_unless_and_dec_and_lock() -> None:
+    from rmapsim.atomic import atomic_add_unless, atomic_dec_and_lock
+
+    v = atomic_t(2)
+    assert atomic_add_unless(v, -1, 1) and atomic_read(v) == 1
+    assert not atomic_add_unless(v, -1, 1) and atomic_read(v) == 1
+    lock = threading.Lock()
+    v = atomic_t(2)
+    assert not atomic_dec_and_lock(v, lock) and not lock.locked()  # 2 -> 1, no lock
+    assert atomic_dec_and_lock(v, lock) and lock.locked()  # 1 -> 0 under the lock
+    lock.release()
+    assert atomic_read(v) == 0

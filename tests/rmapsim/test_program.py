@@ -18,6 +18,7 @@ touch C 0x10000 1 r
 swapout P 0x10000 4
 swapout all
 referenced C 0x10000 1
+migrate C 0x10000 1
 munmap P 0x10000 4
 exit C
 """
@@ -35,6 +36,7 @@ def test_parses_every_operation_with_lines_and_values() -> None:
         "swapout",
         "swapout",
         "referenced",
+        "migrate",
         "munmap",
         "exit",
     ]
@@ -55,6 +57,7 @@ def test_render_round_trips() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
+        ("spawn P\nmigrate P 0x10000", "f.rmap:2: migrate takes 3 argument(s): migrate P ADDR"),
         ("spawn P\nmmap P 0x10001 1 rw", "f.rmap:2: address 0x10001 is not page-aligned"),
         ("spawn P\nmmap P 0x10000 1 rq", "f.rmap:2: prot must be letters of 'rwx'"),
         ("spawn P\nmmap P 0x10000 1 rr", "f.rmap:2: prot must be letters of 'rwx' (each once)"),

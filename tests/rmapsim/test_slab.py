@@ -244,3 +244,17 @@ def test_kasan_quarantine_is_bounded_and_then_reuses_the_oldest() -> None:
         objs[-1].vma  # noqa: B018 - still quarantined: caught
     again = {id(k.mem.alloc(k.anon_vma_chain_cachep)) for _ in range(2)}
     assert again == {id(objs[0]), id(objs[1])}  # the two oldest left the quarantine
+
+
+def test_copying_a_vma_read_through_a_wild_pointer_has_no_shadow_state() -> None:
+    """*tmp = *mpnt of recycled memory copies whatever is there; the audit's own
+    shadow field (not kernel memory) is simply absent, never a model error."""
+    from rmapsim import mmap
+    from rmapsim.structs import VmArea
+
+    k = kernel()
+    avc = k.mem.alloc(k.anon_vma_chain_cachep)
+    view = k.mem.object_at(avc.addr + 8, VmArea)  # not a vma: a view of the words
+    dst = mmap.vma_alloc(k)
+    mmap.vma_copy(dst, view)
+    assert dst.shadow_oldest is None

@@ -44,7 +44,7 @@ def test_rules_follow_the_patches() -> None:
     ("text", "message"),
     [
         ("", "empty variant name"),
-        ("2.6.35", "unknown variant base '2.6.35'"),
+        ("2.6.37", "unknown variant base '2.6.37'"),
         ("2.6.34+bogus", "unknown patch 'bogus'"),
         ("reuse-singular", "must start with a base or preset"),
         ("2.6.34+clone-order", "patch 'clone-order' appears twice"),

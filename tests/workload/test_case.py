@@ -16,6 +16,7 @@ from rmapsim.structs import VM_READ, VM_WRITE
 from rmapsim.variants import parse_variant
 from rmapsim.workload import run_case
 from rmapsim.workload.actors import BASE, World
+from rmapsim.workload.scenario import Threads
 from stress import Monitor, Mutex, RWSem
 from tests.workload.workload_support import inprocess_config, tiny_scenario
 
@@ -227,3 +228,17 @@ def test_endless_walk_in_the_model_is_a_list_loop_under_the_anon_vma_lock() -> N
     assert result.first_defect_s is not None and result.first_defect_s < 1.0
     assert result.duration_s < scn.duration_s and elapsed < scn.duration_s
     assert result.stuck == [] and result.late == []
+
+
+@pytest.mark.timeout(40)
+def test_compaction_migrates_pages_and_2_6_36_stays_clean() -> None:
+    scn = tiny_scenario(
+        duration_s=2.0,
+        memory="reuse",
+        threads=Threads(
+            processes=4, threads_per_process=2, reclaim_walkers=1, compactors=1
+        ),
+    )
+    result = run_case(scn, "2.6.36", 1, config=inprocess_config(scn))
+    assert result.outcome == "clean", [v.summary for v in result.verdicts]
+    assert result.stats["model"]["pages_migrated"] > 0

@@ -17,7 +17,7 @@ from rmapsim.workload import (
     watchdog_config,
 )
 from rmapsim.workload.case import WATCHDOG_DEFAULTS
-from rmapsim.workload.scenario import MemoryModel, Threads, Workload, Yields
+from rmapsim.workload.scenario import KernelConfig, MemoryModel, Threads, Workload, Yields
 from stress import Config, ConfigError, LadderError
 
 pytestmark = pytest.mark.timeout(30)
@@ -150,6 +150,25 @@ BAD: list[tuple[str, str, str, str]] = [
     ("seed-string", HEAD + 'seeds = ["1"]\n', "scenario.seeds", "whole numbers"),
     ("seed-bool", HEAD + "seeds = true\n", "scenario.seeds", "whole numbers"),
     ("no-seeds", HEAD + "seeds = []\n", "scenario.seeds", "non-empty array"),
+    (
+        "split-ptlocks-not-bool",
+        HEAD + '[kernel]\nsplit_ptlocks = "yes"\n',
+        "kernel.split_ptlocks",
+        "expected true or false",
+    ),
+    ("kernel-unknown-key", HEAD + "[kernel]\nsmp = 2\n", "kernel.smp", "unknown key"),
+    (
+        "too-many-compactors",
+        HEAD + "[threads]\ncompactors = 17\n",
+        "threads.compactors",
+        "between 0 and 16",
+    ),
+    (
+        "preempt-rcu-negative",
+        HEAD + "[yield]\npreempt_rcu_s = -0.1\n",
+        "yield.preempt_rcu_s",
+        "between 0 and 1",
+    ),
 ]
 
 
@@ -248,10 +267,12 @@ def test_full_file_is_read_into_every_table(write_toml: Callable[..., Path]) -> 
         '[expect]\n"rik-v2" = "defect"\n'
         "[threads]\nprocesses = 3\nthreads_per_process = 1\nreclaim_walkers = 0\n"
         "hibernate = false\nhibernate_period_s = 0.2\n"
+        "compactors = 2\ncompaction_period_s = 0.01\ncompaction_batch = 4\n"
         "[workload]\ntouch = 1\nmmap = 2\nmprotect = 3\nmunmap = 4\nfork = 5\nexit = 6\n"
         "window_pages = 8\nmin_ops = 5\nmax_ops = 5\n"
         '[memory]\nmode = "kasan"\nslab_page_bytes = 4096\nmin_partial = 5\ndebug_list = true\n'
-        "[yield]\nprobability = 0.5\nswitch_interval_s = 0.001\n"
+        "[yield]\nprobability = 0.5\nswitch_interval_s = 0.001\npreempt_rcu_s = 0.002\n"
+        "[kernel]\nsplit_ptlocks = false\n"
         "[watchdog]\npoll_s = 0.01\nhold_budgets = { anon_vma = 0.4 }\n"
     )
     scn = load_scenario(path)
@@ -259,10 +280,11 @@ def test_full_file_is_read_into_every_table(write_toml: Callable[..., Path]) -> 
     assert scn.cases() == [("rik-v2", 3), ("rik-v2", 4), ("2.6.34", 3), ("2.6.34", 4)]
     assert scn.expected("rik-v2") == "defect" and scn.expected("2.6.34") is None
     assert scn.duration_s == 2.5 and scn.audit_interval_s == 0.5
-    assert scn.threads == Threads(3, 1, 0, False, 0.2)
+    assert scn.threads == Threads(3, 1, 0, False, 0.2, 2, 0.01, 4)
     assert scn.workload == Workload(1, 2, 3, 4, 5, 6, 8, 5, 5)
     assert scn.memory == MemoryModel("kasan", 4096, 5, True)
-    assert scn.yields == Yields(0.5, 0.001)
+    assert scn.yields == Yields(0.5, 0.001, False, 0.002)
+    assert scn.kernel == KernelConfig(split_ptlocks=False)
     cfg = watchdog_config(scn)
     assert cfg.poll_s == 0.01 and cfg.budget("anon_vma") == 0.4
     assert cfg.duration_s == 2.5
