@@ -134,7 +134,7 @@ def test_nothing_runnable_is_a_deadlock_naming_the_cycle_at_once() -> None:
 
 
 @pytest.mark.timeout(60)
-def test_a_lock_left_held_by_a_finished_thread_stalls_everyone_named() -> None:
+def test_a_lock_left_held_by_a_finished_thread_is_a_leaked_lock() -> None:
     def setup(mon: Monitor) -> Any:
         return mon.mutex("leak", "leaked-lock")
 
@@ -150,9 +150,25 @@ def test_a_lock_left_held_by_a_finished_thread_stalls_everyone_named() -> None:
         {"leaker": leaker, "victim": victim}, Strategy(0), setup=setup, lock_order=False
     )
     assert run.verdict is not None
-    assert run.verdict.kind == "stall"
+    assert run.verdict.kind == "leaked-lock"
+    assert "leaked-lock" in run.verdict.locks
+    assert "leaker" in run.verdict.summary
+    assert "victim" in "\n".join(run.verdict.chain)
+
+
+@pytest.mark.timeout(60)
+def test_waits_nobody_can_end_are_a_stall() -> None:
+    def setup(mon: Monitor) -> Any:
+        return {"ready": False}
+
+    def waits(state: Any) -> None:
+        from stress.sched.core import _tls
+
+        _tls.sched.wait_until(lambda: state["ready"], "wait:ready")  # nobody sets it
+
+    run = run_schedule({"w1": waits, "w2": waits}, Strategy(0), setup=setup)
+    assert run.verdict is not None and run.verdict.kind == "stall"
     assert "no thread can run" in run.verdict.summary
-    assert "victim" in run.verdict.threads
 
 
 @pytest.mark.timeout(60)
