@@ -2,6 +2,7 @@
 
     python bench/bench_run_defects.py [--seeds 1-10] [--duration S] [--clean-seeds 1,2]
                                       [--scenario FILE ...] [--variants V,...] [--fixed V]
+                                      [--schedule controlled[:pct|random|round-robin]]
 
 For each scenario (default: scenarios/lkml-2010.toml, KASAN memory, and
 scenarios/lkml-2010-reuse.toml, reuse memory) and each pre-fix variant
@@ -46,6 +47,8 @@ PRE_FIX = ("2.6.34-rc3", "rik-v2", "rik-v2-dst", "hannes-merge")
 FIXED = "2.6.34"
 SCENARIOS = ("scenarios/lkml-2010.toml", "scenarios/lkml-2010-reuse.toml")
 MARK = "BENCH-RESULT "
+#: How the parent tells its children the --schedule to run under.
+SCHEDULE_ENV = "RMAPSTRESS_BENCH_SCHEDULE"
 #: Seconds a child may take past its case's duration (grace, backstop, start-up).
 SLACK_S = 45.0
 TARGET_MEDIAN_S = 2.0
@@ -60,6 +63,10 @@ def child(path: str, variant: str, seed: int, duration: float | None) -> None:
     scn = load_scenario(path)
     if duration is not None:
         scn = scn.override(duration_s=duration)
+    schedule = os.environ.get(SCHEDULE_ENV)
+    if schedule:  # --schedule controlled[:strategy]
+        mode, _, strategy = schedule.partition(":")
+        scn = scn.override(**{"schedule.mode": mode, "schedule.strategy": strategy or "pct"})
     r = run_case(scn, variant, seed)
     verdicts = sorted(r.verdicts, key=lambda v: v.at_s)
     out = {
@@ -262,8 +269,17 @@ def main() -> None:
         default=FIXED,
         help=f"the fixed kernel, which must stay clean (default {FIXED})",
     )
+    parser.add_argument(
+        "--schedule",
+        default="",
+        metavar="MODE[:STRATEGY]",
+        help="run the cases under this schedule (e.g. controlled:random; default: the "
+        "scenario's)",
+    )
     args = parser.parse_args()
     fixed = args.fixed
+    if args.schedule:
+        os.environ[SCHEDULE_ENV] = args.schedule
 
     from rmapsim.workload import ScenarioError, load_scenario, watchdog_config
     from stress.errors import ConfigError
