@@ -89,3 +89,24 @@ def test_a_case_becomes_a_small_concurrent_program_with_the_same_defect() -> Non
     assert run_concurrent(small, "2.6.34-rc3", **mem).key() == (v.kind, v.signature)
     assert preemptions(small) <= preemptions(prog)
     assert stats.tried > 0
+
+
+@pytest.mark.timeout(240)
+def test_a_race_only_threads_reach_is_found_under_control() -> None:
+    """rik-v2's unlocked chain clone: no sequential program shows it (300 s of hunt)."""
+    from pathlib import Path
+
+    from rmapsim.workload import load_scenario, watchdog_config
+
+    path = Path(__file__).resolve().parents[2] / "scenarios" / "rik-v2-race.toml"
+    scn = load_scenario(path)
+    variant = "2.6.34+rik-v2+clone-sets-anon-vma"
+    assert scn.expected(variant) == "defect" and scn.schedule.controlled
+    found = []
+    for seed in scn.seeds:
+        r = run_case(scn, variant, seed, config=watchdog_config(scn, on_stuck="raise"))
+        if r.outcome == "defect":
+            found.append(sorted(r.verdicts, key=lambda v: v.at_s)[0])
+    assert found, "no seed of the race scenario showed the race"
+    # The symptom is the orphaned anon_vma_chain's freed vma, reached by a walk.
+    assert any(v.kind == "use-after-free" and "vm_area_struct" in v.summary for v in found)
