@@ -258,9 +258,3 @@ def cmd_hunt(args: argparse.Namespace) -> int:
         print(f"# replay: {replay_command(args.output, v, args.memory)}")
     return EXIT_DEFECT
 
-
-def replay_program(rep: Any, path: str) -> Any:
-    """A program reproducer: run its concurrent program (see stress.cmd_programs)."""
-    from stress.cmd_programs import replay_program as run
-
-    return run(rep, path)

@@ -64,7 +64,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         result = _run_workload(rep, args.file)
         diverged = list(result.stats.get("schedule", {}).get("diverged", []))
     elif rep.kind == "program":
-        from stress.cmd_model import replay_program
+        from stress.cmd_programs import replay_program
 
         result, diverged = replay_program(rep, args.file)
     else:
