@@ -71,17 +71,21 @@ class Histogram:
         return sum(self.counts)
 
     def quantile_us(self, q: float) -> int:
-        """Upper bound of the bucket holding quantile `q` (0..1), in microseconds."""
+        """Upper bound of the bucket holding quantile `q` (0..1), in microseconds.
+
+        Never above the largest duration seen: a bucket's bound may lie far beyond it.
+        """
         total = self.count
         if total == 0:
             return 0
         rank = q * total
         seen = 0
+        top = max(int(round(self.max_s * 1e6, 1)), 1)  # max_us as to_dict() rounds it
         for i, n in enumerate(self.counts):
             seen += n
             if seen >= rank and n:
-                return 1 << i
-        return 1 << (BUCKETS - 1)
+                return min(1 << i, top)
+        return top
 
     def to_dict(self) -> dict[str, Any]:
         n = self.count

@@ -120,9 +120,9 @@ class RWSem(LockBase):
         with self._guard:
             self._waiters.append(waiter)
             state.waiting = waiter
-            self._ncont += 1
             self._kick_locked()  # it may have been given back meanwhile
         self._block(waiter, None)
+        self._ncont += 1  # counted once granted: a cancelled wait acquired nothing
         held.append(entry)
         if mon.cancelled:
             self._up(mode)

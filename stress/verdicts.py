@@ -81,8 +81,15 @@ class Verdict:
             "replay": self.replay,
         }
 
-    def text(self) -> list[str]:
+    def text(self) -> str:
         """The verdict as report.txt prints it, for someone who never saw the code."""
+        return "\n".join(self.lines())
+
+    def __str__(self) -> str:
+        return self.text()
+
+    def lines(self) -> list[str]:
+        """text(), one list item per line."""
         repeat = (
             f", seen {self.count} times (last at {self.last_at_s:.3f} s)" if self.count > 1 else ""
         )
