@@ -15,6 +15,7 @@ the CaseResult, which is also added to the attached RunReport.
 
 from __future__ import annotations
 
+import _thread
 import threading
 import time
 import traceback
@@ -31,6 +32,7 @@ from stress.errors import Cancelled
 from stress.lockcore import Waiter
 from stress.lockdep import LockClass, Lockdep
 from stress.locks import Mutex, TimedMutex
+from stress.rawsync import Flag
 from stress.report import CaseResult, Record, RunReport, chrome_events, open_records
 from stress.rwsem import RWSem
 from stress.threads import (
@@ -86,7 +88,7 @@ class Worker:
         self.error: BaseException | None = None
         self.state: ThreadState | None = None
         self.thread = threading.Thread(target=self._main, name=name, daemon=True)
-        self._start_lock = threading.Lock()
+        self._start_lock = _thread.allocate_lock()
         self._started = False
 
     def start(self) -> None:
@@ -154,11 +156,11 @@ class Monitor:
         self.cancelled = False
         self.cancel_reason = ""
         self.cancelled_at: float | None = None
-        self._cancel_evt = threading.Event()
+        self._cancel_evt = Flag()
         self._stop_at: float | None = None
         self._stop_reason = ""
         self._states: list[ThreadState] = []
-        self._states_lock = threading.Lock()
+        self._states_lock = _thread.allocate_lock()
         #: Counters of threads that finished and were let go: ops, walks, steps, threads.
         self._retired = [0, 0, 0, 0]
         self._nspawned = 0
@@ -681,7 +683,7 @@ class Monitor:
 
 
 _default: Monitor | None = None
-_default_lock = threading.Lock()
+_default_lock = _thread.allocate_lock()
 
 
 def default_monitor() -> Monitor:

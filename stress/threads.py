@@ -30,7 +30,9 @@ if TYPE_CHECKING:
     from stress.walks import Walk
 
 _registry: dict[int, ThreadState] = {}
-_registry_lock = threading.Lock()
+_registry_lock = _thread.allocate_lock()
+#: Names of the harness's own _thread threads, taken by their ThreadState.
+_harness_names: dict[int, str] = {}
 _tids = itertools.count(1)
 
 _STRESS_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -58,7 +60,7 @@ class ThreadState:
         "walks",
     )
 
-    def __init__(self, thread: threading.Thread) -> None:
+    def __init__(self, thread: Any) -> None:
         self.held: list[Any] = [self]
         self.thread = thread
         self.name = thread.name
@@ -87,7 +89,7 @@ class ThreadState:
         return [_lock_of(entry) for entry in self.held[1:]]
 
     def alive(self) -> bool:
-        return self.thread.is_alive()
+        return bool(self.thread.is_alive())
 
     def __repr__(self) -> str:
         return f"<ThreadState {self.name} tid={self.tid}>"
@@ -104,9 +106,72 @@ def _lock_of(entry: Any) -> Any:
 _tls: Any = _thread._local()
 
 
+class ForeignThread:
+    """Stands in for the Thread object of a thread `threading` does not know.
+
+    A thread started with `_thread.start_new_thread` has none; asking
+    threading.current_thread() would make a _DummyThread, which says it is alive for
+    ever and stays in threading's table after the thread is gone.  This one dies with
+    the thread: a sentinel in the thread's local storage marks it when it is freed.
+    """
+
+    daemon = True
+
+    def __init__(self, ident: int, name: str) -> None:
+        self.ident = ident
+        self.name = name
+        self.alive = True
+
+    def is_alive(self) -> bool:
+        return self.alive
+
+    def __repr__(self) -> str:
+        return f"<ForeignThread {self.name} {'alive' if self.alive else 'gone'}>"
+
+
+class _Sentinel:
+    __slots__ = ("thread",)
+
+    def __init__(self, thread: ForeignThread) -> None:
+        self.thread = thread
+
+    def __del__(self) -> None:
+        self.thread.alive = False
+
+
+def _thread_object() -> Any:
+    """The calling thread's Thread object, without creating one."""
+    ident = _thread.get_ident()
+    known: Any = getattr(threading, "_active", {}).get(ident)
+    if known is None:
+        # Started and still in its bootstrap (Thread.start waits for an Event it sets
+        # before it is entered in threading's table).
+        for candidate in list(getattr(threading, "_limbo", {})):
+            if getattr(candidate, "_ident", None) == ident:
+                known = candidate
+                break
+    dummy = getattr(threading, "_DummyThread", ())
+    if known is not None and not isinstance(known, dummy):
+        return known
+    name = _harness_names.pop(ident, None)
+    if name is None:
+        name = known.name if known is not None else f"foreign-{threading.get_native_id()}"
+    stand_in = ForeignThread(ident, name)
+    _tls.sentinel = _Sentinel(stand_in)
+    return stand_in
+
+
+def name_harness_thread(name: str | None) -> None:
+    """Name the calling _thread thread (one of the harness's own) for reports; None: forget."""
+    if name is None:
+        _harness_names.pop(_thread.get_ident(), None)
+    else:
+        _harness_names[_thread.get_ident()] = name
+
+
 def new_thread() -> list[Any]:
     """Create the calling thread's state; return its held list."""
-    state = ThreadState(threading.current_thread())
+    state = ThreadState(_thread_object())
     _tls.held = state.held
     with _registry_lock:
         _registry[state.tid] = state

@@ -12,8 +12,8 @@ so they share dedup, stop policy and reports with the watchdog's.
 
 from __future__ import annotations
 
+import _thread
 import hashlib
-import threading
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -146,7 +146,7 @@ class VerdictBook:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self.verdicts: list[Verdict] = []
         self._by_signature: dict[str, Verdict] = {}
         self._active: dict[Hashable, Verdict] = {}

@@ -19,7 +19,6 @@ one episode, recorded once; its chain and counts are refreshed while it lasts.
 
 from __future__ import annotations
 
-import threading
 from collections import deque
 from collections.abc import Hashable
 from time import perf_counter
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from stress import diagnosis
 from stress.diagnosis import Snapshot, waiting_on
 from stress.lockcore import Waiter
+from stress.rawsync import Flag, RawThread
 from stress.rwsem import RWSem
 from stress.threads import ThreadState, all_threads, current_frames
 
@@ -61,8 +61,8 @@ class Watchdog:
         self._samples: dict[ThreadState, _Sample] = {}
         self._walk_steps: dict[int, int] = {}
         self._last_poll = 0.0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._stop = Flag()
+        self._thread: RawThread | None = None
         self.polls = 0
         self.busy_s = 0.0
 
@@ -70,18 +70,17 @@ class Watchdog:
 
     def start(self) -> None:
         self._last_poll = perf_counter()
-        self._thread = threading.Thread(
-            target=self._run, name=f"stress-watchdog[{self.mon.name}]", daemon=True
-        )
+        # A _thread thread: the watchdog must start and run while the program under test
+        # has threading's Lock, Event and Thread.start replaced.
+        self._thread = RawThread(self._run, f"stress-watchdog[{self.mon.name}]")
         self._thread.start()
 
     def stop(self, timeout: float = 2.0) -> bool:
         """Stop polling; True if the thread ended within `timeout`."""
         self._stop.set()
-        if self._thread is None or self._thread is threading.current_thread():
+        if self._thread is None or self._thread.is_current():
             return True
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        return self._thread.join(timeout)
 
     def _run(self) -> None:
         due = perf_counter() + self.period
@@ -91,7 +90,7 @@ class Watchdog:
             due = max(due + self.period, start + self.period / 2)
             try:
                 self.poll(start)
-            except Exception as exc:  # the watchdog must outlive its own bugs
+            except BaseException as exc:  # the watchdog must outlive its own bugs
                 self.mon.internal_error("watchdog", exc)
             self.busy_s += perf_counter() - start
             self.polls += 1
