@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from stress.errors import Cancelled, NotOwnerError, SelfDeadlockError
 from stress.lockcore import Histogram, LockBase, Mode, Nested, Waiter, check_timeout
-from stress.threads import ThreadState, _tls, held_list, holders_of, new_thread
+from stress.threads import ThreadState, _tls, held_list, holders_of, new_thread, note_failed
 
 if TYPE_CHECKING:
     from stress.lockdep import LockKey
@@ -141,6 +141,7 @@ class Mutex(LockBase):
         state: ThreadState = held[0]
         state.nslow += 1
         if not blocking:
+            note_failed(state, self, perf_counter())  # a livelock verdict names the lock
             return False
         mon = self._mon
         if mon.cancelled:
@@ -155,6 +156,7 @@ class Mutex(LockBase):
             self._waiters.append(waiter)
             state.waiting = waiter
         if not self._block(waiter, None if timeout < 0 else perf_counter() + timeout):
+            note_failed(state, self, perf_counter())
             return False
         self._ncont += 1  # an acquisition that had to wait (timeouts and cancels are none)
         self._took(held, key, False)

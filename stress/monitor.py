@@ -35,6 +35,7 @@ from stress.locks import Mutex, TimedMutex
 from stress.rawsync import Flag
 from stress.report import CaseResult, Record, RunReport, chrome_events, open_records
 from stress.rwsem import RWSem
+from stress.samples import Activity
 from stress.threads import (
     ThreadState,
     all_threads,
@@ -386,6 +387,11 @@ class Monitor:
         wd = self._watchdog
         return {} if wd is None else wd.frozen(now)
 
+    def activities(self, now: float) -> dict[ThreadState, Activity]:
+        """What each watched thread did lately, from its CPU times (from the watchdog)."""
+        wd = self._watchdog
+        return {} if wd is None else wd.activities(now)
+
     def walk_done(self, walk: Walk, t1: float, ended: str | None) -> None:
         ring = self.trace_ring
         if ring is not None:
@@ -414,7 +420,8 @@ class Monitor:
         self._status_at = self.t0 + self.config.status_every_s
         self._status_prev = (self.t0, 0, 0)
         self.running = True
-        self._backstop.arm(self.config.backstop_at_s)
+        if self.config.backstop:
+            self._backstop.arm(self.config.backstop_at_s)
         self._watchdog = Watchdog(self)
         self._watchdog.start()
         return self
@@ -645,6 +652,8 @@ class Monitor:
                 "polls": polls,
                 "busy_s": round(busy, 4),
                 "busy_pct": round(100.0 * busy / elapsed, 3),
+                # Checks put off because a thread only lacked a CPU (an overloaded machine).
+                "deferred_for_overload": wd.deferred if wd is not None else 0,
             },
             "lockdep": {
                 "classes": len(self.lockdep.classes),

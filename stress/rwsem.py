@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from stress.errors import Cancelled, NotOwnerError, SelfDeadlockError
 from stress.lockcore import LockBase, Mode, Nested, Waiter
-from stress.threads import ThreadState, _tls, new_thread
+from stress.threads import ThreadState, _tls, new_thread, note_failed
 
 if TYPE_CHECKING:
     from stress.lockdep import LockKey
@@ -111,6 +111,7 @@ class RWSem(LockBase):
                 return True
             state.nslow += 1
             if not blocking:
+                note_failed(state, self, perf_counter())
                 return False
         mon = self._mon
         if mon.cancelled:

@@ -52,10 +52,12 @@ class ThreadState:
         "nslow",
         "nwalks",
         "ops",
+        "parked",
         "steps",
         "thread",
         "tid",
         "tracked_by",
+        "trying",
         "waiting",
         "walks",
     )
@@ -81,6 +83,12 @@ class ThreadState:
         self.walks: list[Walk] = []
         #: True while in Monitor.pause(): idle by choice, never a stall.
         self.idle = False
+        #: A wait that is not for a lock (a condition, event, semaphore, barrier):
+        #: (what, object, perf_counter time since); shown in reports, never a wait-for edge.
+        self.parked: tuple[str, Any, float] | None = None
+        #: Locks whose non-blocking or timed acquisitions failed lately:
+        #: lock -> [failures, first, last (perf_counter), lock acquisitions at the first].
+        self.trying: dict[Any, list[Any]] | None = None
 
     def holds(self, lock: object) -> bool:
         return any(_lock_of(entry) is lock for entry in self.held[1:])
@@ -200,6 +208,23 @@ def all_threads() -> list[ThreadState]:
             if len(state.held) == 1 and not state.thread.is_alive():
                 del _registry[tid]
         return list(_registry.values())
+
+
+#: A thread remembers failed attempts on at most this many locks at once.
+MAX_TRYING = 64
+
+
+def note_failed(state: ThreadState, lock: Any, now: float) -> None:
+    """`state` failed to take `lock` without waiting for it (trylock, timeout)."""
+    trying = state.trying
+    if trying is None:
+        trying = state.trying = {}
+    entry = trying.get(lock)
+    if entry is not None:
+        entry[0] += 1
+        entry[2] = now
+    elif len(trying) < MAX_TRYING:
+        trying[lock] = [1, now, now, getattr(lock, "_nacq", 0)]
 
 
 def holders_of(lock: object) -> list[ThreadState]:
