@@ -28,11 +28,14 @@ from stress.errors import (
     StressError,
     StuckThreadsError,
 )
+from stress.instrument import Instrumentation, Interrupted, instrument_threading, watch_config
 from stress.lockdep import LockClass
 from stress.locks import Mutex, TimedMutex
 from stress.monitor import Monitor, Status, Worker, default_monitor
 from stress.report import CaseResult, RunReport
 from stress.rwsem import RWSem
+from stress.tsync import Lock, RLock
+from stress.tsync_cond import Barrier, BoundedSemaphore, Condition, Event, Semaphore
 from stress.verdicts import Verdict
 from stress.walks import Walk
 
@@ -41,19 +44,28 @@ __all__ = [
     "EXIT_EMERGENCY",
     "HARNESS_KINDS",
     "WATCHDOG_KINDS",
+    "Barrier",
+    "BoundedSemaphore",
     "Cancelled",
     "CaseResult",
+    "Condition",
     "Config",
     "ConfigError",
+    "Event",
+    "Instrumentation",
+    "Interrupted",
     "LadderError",
+    "Lock",
     "LockClass",
     "LockError",
     "Monitor",
     "Mutex",
     "NotOwnerError",
+    "RLock",
     "RWSem",
     "RunReport",
     "SelfDeadlockError",
+    "Semaphore",
     "Status",
     "StressError",
     "StuckThreadsError",
@@ -62,4 +74,6 @@ __all__ = [
     "Walk",
     "Worker",
     "default_monitor",
+    "instrument_threading",
+    "watch_config",
 ]

@@ -58,6 +58,10 @@ class Snapshot:
             cached = self._stacks[state.ident] = capture(self.frames.get(state.ident))
         return cached
 
+    def stacks_of(self, ident: int | None) -> list[Frame]:
+        """The stack of the thread with this ident (one the harness has no state for)."""
+        return capture(self.frames.get(ident)) if ident is not None else []
+
     def stacks(self, states: list[ThreadState]) -> dict[str, list[Frame]]:
         return {s.name: self.stack(s) for s in states}
 

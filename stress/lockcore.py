@@ -172,7 +172,18 @@ class ClassStats:
 class Waiter:
     """One thread waiting for one lock, for one wait only."""
 
-    __slots__ = ("_evt", "granted", "lock", "misses", "mode", "passed", "since", "state", "woken")
+    __slots__ = (
+        "_evt",
+        "granted",
+        "lock",
+        "misses",
+        "mode",
+        "passed",
+        "since",
+        "state",
+        "timed",
+        "woken",
+    )
 
     def __init__(self, state: ThreadState, lock: Any, mode: Mode) -> None:
         self.state = state
@@ -185,6 +196,8 @@ class Waiter:
         self.misses = 0
         self.granted = False
         self.woken = False
+        #: A wait with a timeout: it ends by itself, so it closes no deadlock.
+        self.timed = False
         self._evt = _thread.allocate_lock()
         self._evt.acquire()
 

@@ -97,6 +97,7 @@ class ProgressChecks:
                     self.deferred += 1  # it only lacks a CPU
                     continue
                 still.append(state)
+        self._partners(live, failing, idle_s, busy, snap, ex_threads)
         for kind, group in (("livelock", live), ("stall", still)):
             keys = [(kind, s.tid) for s in group]
             seen.update(keys)
@@ -116,7 +117,10 @@ class ProgressChecks:
 
         A streak is proven when the lock forgets a thread's failures on its success
         (stress.tsync's locks do): then `LIVELOCK_FAILURES` failures over `limit`
-        seconds, the latest recent, while the lock changed hands, mean it never got it.
+        seconds, the latest recent, mean it never got it - a livelock if meanwhile the
+        lock changed hands (everyone retries in lockstep) or its holder keeps failing
+        too (each holds what the other retries: a deadlock that spins).  A lock one
+        thread simply holds all along is a long hold, not a livelock.
         """
         trying = state.trying
         if not trying:
@@ -136,10 +140,52 @@ class ProgressChecks:
                 and fails >= LIVELOCK_FAILURES
                 and now - first >= limit
                 and now - last < limit / 2
-                and lock._nacq - acquired >= 2
+                and (lock._nacq - acquired >= 2 or self._holder_retries(lock, now, limit))
             ):
                 proven.append(entry)
         return failed, proven
+
+    def _partners(
+        self,
+        live: list[ThreadState],
+        failing: dict[ThreadState, list[tuple[Any, int]]],
+        idle_s: dict[ThreadState, float],
+        busy: dict[ThreadState, float],
+        snap: Snapshot,
+        ex_threads: set[ThreadState],
+    ) -> None:
+        """Add to a livelock the holders of its locks that keep retrying too (one verdict
+        for both sides, even if one side's streak is a poll short of proven)."""
+        limit = self.mon.config.verdict_s
+        for state in list(live):
+            for lock, _ in failing.get(state, []):
+                for holder, _, _ in lock.holders():
+                    if holder in live or holder in ex_threads or holder not in self._samples:
+                        continue
+                    failed, _ = self._failing(holder, snap.now, limit)
+                    if not failed:
+                        continue
+                    live.append(holder)
+                    failing[holder] = [(x, entry[0]) for x, entry in failed]
+                    idle_s[holder] = snap.now - min(entry[1] for _, entry in failed)
+                    act = snap.activity.get(holder)
+                    busy[holder] = act.cpu if act is not None and act.cpu is not None else 0.0
+
+    def _holder_retries(self, lock: Any, now: float, limit: float) -> bool:
+        """Whether the lock's holder is itself failing to take some lock, lately."""
+        for holder, _, _ in lock.holders():
+            for other, entry in list((holder.trying or {}).items()):
+                if other is not lock and entry[0] >= LIVELOCK_FAILURES and now - entry[2] < limit:
+                    return True
+        return False
+
+    def _tried(self, lock: Any, states: list[ThreadState], now: float, limit: float) -> bool:
+        """Whether some thread keeps trying to take `lock` (it wants it: a waiter)."""
+        for state in states:
+            entry = (state.trying or {}).get(lock)
+            if entry is not None and now - entry[2] < limit / 2:
+                return True
+        return False
 
     def _involved(self, state: ThreadState) -> bool:
         """Holds or waits for a lock of this run (a thread asleep elsewhere is no stall)."""

@@ -221,12 +221,12 @@ def spin_verdict(
     waiters: list[str],
     now_s: float,
     overloaded: float | None = None,
+    spinning: float = 0.0,
 ) -> Verdict:
     """list-loop (a ring was found) or livelock (a suspected endless loop) of a lock holder."""
     site = loop_site(spin)
     source = loop_source(spin)
     code = f" ({source})" if source else ""
-    spinning = max(now_s - spin.since, 0.0)
     holding = ", ".join(x.name for x in locks)
     behind = f"; {len(chains)} waiting" if chains else "; nobody waiting"
     if ring is not None:

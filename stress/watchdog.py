@@ -69,6 +69,7 @@ class Watchdog(ProgressChecks):
         self.starved = False
         #: Polls in which some verdict was deferred because the machine was overloaded.
         self.deferred = 0
+        self._polled: list[ThreadState] = []
         self._walk_steps: dict[int, int] = {}
         self._last_poll = 0.0
         self._stop = Flag()
@@ -124,7 +125,7 @@ class Watchdog(ProgressChecks):
 
     def poll(self, now: float) -> None:
         mon = self.mon
-        states = self._states()
+        states = self._polled = self._states()
         snap = Snapshot(now, mon.t0, current_frames())
         holds = self._scan_holds(states, now)
         self._sample(states, snap, holds)
@@ -358,6 +359,7 @@ class Watchdog(ProgressChecks):
             list(dict.fromkeys(waiters)),
             snap.at_s,
             starved,
+            max(snap.now - spin.since, 0.0),
         )
 
     def _deadlocks(
@@ -368,7 +370,11 @@ class Watchdog(ProgressChecks):
         ex_threads: set[ThreadState],
         ex_locks: set[int],
     ) -> None:
-        edges = {s: [b for b, _, _ in w.lock.blockers(w)] for s, w in waiting.items()}
+        # A wait with a timeout ends by itself: a cycle through one is no deadlock (if
+        # the waits time out and retry for ever, that is a livelock, seen as such).
+        edges = {
+            s: [b for b, _, _ in w.lock.blockers(w)] for s, w in waiting.items() if not w.timed
+        }
         for cycle in _cycles(edges):
             waiters = [waiting[s] for s in cycle]
             if not self._still_blocked(cycle, waiters):
@@ -434,8 +440,14 @@ class Watchdog(ProgressChecks):
                 continue
             if id(lock) in ex_locks or holder in ex_threads or waiting_on(holder) is not None:
                 continue  # explained, or a victim whose own blocker gets the verdict
-            if cfg.hold_needs_waiters and not lock.waiters():
+            if (
+                cfg.hold_needs_waiters
+                and not lock.waiters()
+                and not self._tried(lock, self._polled, snap.now, cfg.verdict_s)
+            ):
                 continue
+            if self._holder_retries(lock, snap.now, cfg.verdict_s):
+                continue  # it holds one lock and keeps retrying another: see livelock
             act = snap.activity.get(holder)
             sample = self._samples.get(holder)
             if act is not None and act.word == "not scheduled" and sample is not None:
