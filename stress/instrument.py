@@ -292,11 +292,15 @@ class Instrumentation:
             if not thread.is_alive() or thread.ident in (None, self.owner_ident):
                 continue
             state = states.get(thread.ident)
-            involved = everyone or thread.name in named or (
-                state is not None
-                and (
-                    any(getattr(x, "monitor", None) is mon for x in state.held_locks())
-                    or state.waiting is not None
+            involved = (
+                everyone
+                or thread.name in named
+                or (
+                    state is not None
+                    and (
+                        any(getattr(x, "monitor", None) is mon for x in state.held_locks())
+                        or state.waiting is not None
+                    )
                 )
             )
             if involved:

@@ -1,13 +1,13 @@
 """The watchdog's checks that need a thread's history: starvation, livelock and stall.
 
-  starvation   a waiter passed over while the lock changed hands starve_grants times
-  livelock     a thread whose trylocks on a lock keep failing while the lock changes
-               hands (locks that forget a thread's failures when it succeeds prove it:
-               stress.tsync's do); a tracked thread busy (on a CPU, retrying, stepping)
-               with no operation done
-  stall        a tracked thread holding or waiting for a lock of the run that neither
-               runs nor completes anything, unexplained; a thread asleep outside any
-               lock is never one, and neither is one that only lacks a CPU
+starvation   a waiter passed over while the lock changed hands starve_grants times
+livelock     a thread whose trylocks on a lock keep failing while the lock changes
+             hands (locks that forget a thread's failures when it succeeds prove it:
+             stress.tsync's do); a tracked thread busy (on a CPU, retrying, stepping)
+             with no operation done
+stall        a tracked thread holding or waiting for a lock of the run that neither
+             runs nor completes anything, unexplained; a thread asleep outside any
+             lock is never one, and neither is one that only lacks a CPU
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 #: A lock whose trylocks by one thread failed this often, with none succeeding while it
 #: changed hands, over verdict_s, is a livelock.
 LIVELOCK_FAILURES = 5
+#: A thread that failed to take a lock this often lately (none succeeding) wants it as
+#: much as a waiter does.
+TRIED_FAILURES = 3
 
 
 class ProgressChecks:
@@ -180,10 +183,15 @@ class ProgressChecks:
         return False
 
     def _tried(self, lock: Any, states: list[ThreadState], now: float, limit: float) -> bool:
-        """Whether some thread keeps trying to take `lock` (it wants it: a waiter)."""
+        """Whether some live thread keeps trying to take `lock` (it wants it: a waiter)."""
         for state in states:
             entry = (state.trying or {}).get(lock)
-            if entry is not None and now - entry[2] < limit / 2:
+            if (
+                entry is not None
+                and entry[0] >= TRIED_FAILURES
+                and now - entry[2] < limit / 2
+                and state.alive()
+            ):
                 return True
         return False
 

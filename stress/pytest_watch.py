@@ -230,7 +230,10 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
         try:
             cfg, timeout = _config(item, settings)
         except ConfigError as exc:
-            pytest.fail(str(exc), pytrace=False)
+            # Fail after the other plugins' setup ran: their teardown expects it.
+            result = yield
+            _fail(str(exc))
+            return result
         manager = instrument_threading(cfg, name=item.nodeid)
         block = manager.__enter__()
         block.interruptible = False  # only while the test's own code runs (_phase)

@@ -58,12 +58,18 @@ class RawThread:
         self.ident: int | None = None
 
     def start(self) -> None:
+        """Start the thread and wait until it runs (as Thread.start does): who counts
+        threads (_thread._count()) sees it from now on."""
         self._done.acquire()
+        self._running = _thread.allocate_lock()
+        self._running.acquire()
         self.ident = _thread.start_new_thread(self._main, ())
+        self._running.acquire()
 
     def _main(self) -> None:
         from stress.threads import name_harness_thread
 
+        self._running.release()
         name_harness_thread(self.name)
         try:
             self._target()

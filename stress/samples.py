@@ -228,8 +228,7 @@ class Sample:
         if gil or (
             wait is not None
             and (
-                wait >= max(STARVED_SHARE, share)
-                or (starved_process and wait >= max(share, 0.02))
+                wait >= max(STARVED_SHARE, share) or (starved_process and wait >= max(share, 0.02))
             )
         ):
             # It waited for a CPU longer than it ran, or it keeps waking (every switch

@@ -29,6 +29,8 @@ from stress.verdicts import Verdict
 MAX_STEPS = 100_000
 #: Node descriptions kept as evidence.
 SHOWN_NODES = 6
+#: Items of a list or tuple variable looked at as possible heads of a linked list.
+SHOWN_ITEMS = 8
 _SCALARS = (str, bytes, int, float, complex, bool, type(None), range)
 _SKIP = (
     *_SCALARS,
@@ -136,7 +138,8 @@ def _describe(node: Any) -> str:
 
 
 def _candidates(frames: list[FrameType]) -> list[tuple[str, Any]]:
-    """Local variables of `frames`, and one level of attributes of each (self.head)."""
+    """Local variables of `frames`, and one level into each: attributes (self.head) and
+    the first items of a list or tuple (nodes[0])."""
     out: list[tuple[str, Any]] = []
     for frame in frames:
         try:
@@ -147,6 +150,13 @@ def _candidates(frames: list[FrameType]) -> list[tuple[str, Any]]:
             if isinstance(value, _SKIP):
                 continue
             out.append((var, value))
+            if isinstance(value, (list, tuple)):
+                out += [
+                    (f"{var}[{i}]", v)
+                    for i, v in enumerate(value[:SHOWN_ITEMS])
+                    if not isinstance(v, _SKIP)
+                ]
+                continue
             try:
                 attrs = object.__getattribute__(value, "__dict__")
             except (AttributeError, TypeError):
@@ -231,9 +241,7 @@ def spin_verdict(
     behind = f"; {len(chains)} waiting" if chains else "; nobody waiting"
     if ring is not None:
         kind = "list-loop"
-        summary = (
-            f"{state.name} loops at {site}{code} holding {holding}: {ring.describe()}{behind}"
-        )
+        summary = f"{state.name} loops at {site}{code} holding {holding}: {ring.describe()}{behind}"
     else:
         kind = "livelock"
         summary = (

@@ -162,7 +162,7 @@ def creation_site(depth: int, kind: str) -> Site:
         outer = frame.f_back
         while outer is not None and _site(outer.f_code, outer.f_lineno, outer.f_lasti)[2]:
             outer = outer.f_back
-        if outer is not None:
+        if outer is not None and outer.f_code.co_name != "<module>":
             label += f" (for {_site(outer.f_code, outer.f_lineno, outer.f_lasti)[0]})"
     n = _counts[label] = _counts.get(label, 0) + 1
     return Site(cls, label if n == 1 else f"{label}#{n}")
@@ -326,8 +326,8 @@ class _ThreadingLock(LockBase):
                 owner.held.remove(self)
 
     def _exit_failed(self, exc_type: type[BaseException] | None) -> bool:
-        """A with-block ends without the lock: fine while Cancelled unwinds (its wait
-        raised before the lock was taken again), else the RuntimeError stands."""
+        """Whether a with-block may end without the lock: while Cancelled unwinds it (a
+        Condition's wait raised before it took the lock back)."""
         return exc_type is not None and issubclass(exc_type, Cancelled)
 
     # -- ordering ------------------------------------------------------------------
@@ -441,11 +441,9 @@ class Lock(_ThreadingLock):
             self._kick()
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        try:
-            self.release()
-        except RuntimeError:
-            if not self._exit_failed(exc_type):
-                raise
+        if self._exit_failed(exc_type) and self._owner is not held_list()[0]:
+            return  # its wait raised before it took the lock back: not ours to release
+        self.release()
 
     def _is_owned(self) -> bool:
         # threading.Condition's rule for a plain Lock: "owned" means locked by anyone.

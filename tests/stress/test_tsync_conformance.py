@@ -55,3 +55,55 @@ class BoundedSemaphoreTests(lock_tests.BoundedSemaphoreTests):  # type: ignore[m
 
 class BarrierTests(lock_tests.BarrierTests):  # type: ignore[misc]
     barriertype = staticmethod(stress.Barrier)
+
+
+# -- the same suites inside instrument_threading, its watchdog running ----------------------
+
+
+class _Watched:
+    """Runs a suite inside one instrument_threading block: it must still pass, and the
+    watchdog must find nothing wrong with CPython's (healthy) tests."""
+
+    _manager: Any
+    _block: stress.Instrumentation
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()  # type: ignore[misc]
+        cls._manager = stress.instrument_threading(name=cls.__name__)
+        cls._block = cls._manager.__enter__()
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls._manager.__exit__(None, None, None)
+        super().tearDownClass()  # type: ignore[misc]
+        found = [f"{v.kind}: {v.summary}" for v in cls._block.verdicts]
+        assert found == [], found
+
+
+class WatchedLockTests(_Watched, lock_tests.LockTests):  # type: ignore[misc]
+    locktype = staticmethod(stress.Lock)
+
+
+class WatchedRLockTests(_Watched, lock_tests.RLockTests):  # type: ignore[misc]
+    locktype = staticmethod(stress.RLock)
+
+
+class WatchedEventTests(_Watched, lock_tests.EventTests):  # type: ignore[misc]
+    eventtype = staticmethod(stress.Event)
+
+
+class WatchedConditionTests(_Watched, lock_tests.ConditionTests):  # type: ignore[misc]
+    condtype = staticmethod(stress.Condition)
+
+
+class WatchedSemaphoreTests(_Watched, lock_tests.SemaphoreTests):  # type: ignore[misc]
+    semtype = staticmethod(stress.Semaphore)
+
+
+class WatchedBoundedSemaphoreTests(_Watched, lock_tests.BoundedSemaphoreTests):  # type: ignore[misc]
+    semtype = staticmethod(stress.BoundedSemaphore)
+
+
+class WatchedBarrierTests(_Watched, lock_tests.BarrierTests):  # type: ignore[misc]
+    barriertype = staticmethod(stress.Barrier)
