@@ -28,6 +28,7 @@ wait on `_thread` locks, so replacing threading's primitives cannot block them.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import ctypes
 import signal
@@ -114,8 +115,12 @@ class Instrumentation:
             self.monitor = Monitor(target or watch_config(), name=name)
             self.owned = True
         self.interrupt = interrupt
-        #: Threads started in the block (threading.Thread objects), in start order.
+        #: Threads started in the block (threading.Thread objects) that are alive or
+        #: ended lately, in start order (ended ones are let go every second).
         self.threads: list[threading.Thread] = []
+        #: How many threads were started in the block.
+        self.started = 0
+        self._threads_lock = _thread.allocate_lock()
         #: Stuck threads after a hang: what each holds, does, and its stack.
         self.stuck: list[dict[str, Any]] = []
         #: Exceptions raised in watched threads, as (thread name, exception).
@@ -234,7 +239,9 @@ class Instrumentation:
     def _watch(self, thread: threading.Thread) -> None:
         run = thread.run
         mon = self.monitor
-        self.threads.append(thread)
+        with self._threads_lock:
+            self.threads.append(thread)
+            self.started += 1
 
         def watched() -> None:
             state = current()
@@ -261,7 +268,13 @@ class Instrumentation:
 
     def _supervise(self) -> None:
         mon = self.monitor
+        prune_at = perf_counter() + 1.0
         while not self._done.wait(_SUPERVISE_S):
+            if perf_counter() >= prune_at and not mon.cancelled:
+                # A long block starts thousands of threads: keep the living ones.
+                prune_at = perf_counter() + 1.0
+                with self._threads_lock:
+                    self.threads[:] = [t for t in self.threads if t.is_alive()]
             if not mon.cancelled or not self._inside:
                 continue
             now = perf_counter()

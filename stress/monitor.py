@@ -652,6 +652,7 @@ class Monitor:
                 "polls": polls,
                 "busy_s": round(busy, 4),
                 "busy_pct": round(100.0 * busy / elapsed, 3),
+                "cpu_pct": round(100.0 * (wd.cpu_s if wd is not None else 0.0) / elapsed, 3),
                 # Checks put off because a thread only lacked a CPU (an overloaded machine).
                 "deferred_for_overload": wd.deferred if wd is not None else 0,
             },

@@ -67,8 +67,14 @@ MAX_INSTANCE_EDGES = 100_000
 _serials = itertools.count(1)
 #: Monitors of the instrument_threading blocks in force, innermost last.
 _active: list[Monitor] = []
-#: Lock classes some lock of which was released by a thread that did not take it.
-_signal_classes: weakref.WeakSet[LockClass] = weakref.WeakSet()
+#: Lock classes some lock of which was released by a thread that did not take it, by
+#: id (a dict lookup is what the ordering path can afford), with a check against reuse.
+_signal_classes: dict[int, weakref.ref[LockClass]] = {}
+
+
+def _signal_class(cls: Any) -> bool:
+    ref = _signal_classes.get(id(cls))
+    return ref is not None and ref() is cls
 
 
 def active_monitor() -> Monitor:
@@ -85,7 +91,7 @@ def active_monitor() -> Monitor:
 _STDLIB = os.path.normpath(sysconfig.get_paths()["stdlib"]) + os.sep
 _PURELIB = os.path.normpath(sysconfig.get_paths()["purelib"]) + os.sep
 _HERE = os.path.dirname(os.path.abspath(__file__)) + os.sep
-_sites: dict[tuple[str, int, int], tuple[str, str, bool]] = {}
+_sites: dict[tuple[Any, int], tuple[str, str, bool]] = {}
 _counts: dict[str, int] = {}
 
 
@@ -124,18 +130,21 @@ def _target(line: str, col: int) -> str:
     return ""
 
 
-def _site(code: Any, lineno: int, lasti: int) -> tuple[str, str, bool]:
-    """(class name, what the lock is assigned to, whether the site is library code)."""
-    key = (code.co_filename, lineno, lasti)
+def _site(code: Any, lasti: int) -> tuple[str, str, bool]:
+    """(class name, what the lock is assigned to, whether the site is library code) of
+    the instruction at `lasti` of `code`; computed once per site."""
+    key = (code, lasti)
     known = _sites.get(key)
     if known is None:
         filename = code.co_filename
-        col = -1
+        lineno, col = 0, -1
         for i, pos in enumerate(code.co_positions()):
             if i == lasti // 2:
+                lineno = pos[0] or 0
                 col = pos[2] if pos[2] is not None else -1
                 break
-        target = _target(linecache.getline(filename, lineno), col) if col >= 0 else ""
+        line = linecache.getline(filename, lineno)
+        target = _target(line, col) if col >= 0 else ""
         path = os.path.normpath(os.path.abspath(filename))
         library = path.startswith((_STDLIB, _PURELIB, _HERE))
         known = _sites[key] = (f"{_short(filename)}:{lineno}", target, library)
@@ -155,17 +164,33 @@ class Site:
 def creation_site(depth: int, kind: str) -> Site:
     """The site of the caller `depth` frames up (1: the caller of the function calling this)."""
     frame: Any = sys._getframe(depth + 1)
-    cls, target, library = _site(frame.f_code, frame.f_lineno, frame.f_lasti)
+    cls, target, library = _site(frame.f_code, frame.f_lasti)
     label = f"{target or kind}@{cls}"
     if library:
         # A lock the standard library makes for the user: say for which line of theirs.
         outer = frame.f_back
-        while outer is not None and _site(outer.f_code, outer.f_lineno, outer.f_lasti)[2]:
+        while outer is not None and _site(outer.f_code, outer.f_lasti)[2]:
             outer = outer.f_back
         if outer is not None and outer.f_code.co_name != "<module>":
-            label += f" (for {_site(outer.f_code, outer.f_lineno, outer.f_lasti)[0]})"
+            label += f" (for {_site(outer.f_code, outer.f_lasti)[0]})"
     n = _counts[label] = _counts.get(label, 0) + 1
     return Site(cls, label if n == 1 else f"{label}#{n}")
+
+
+#: (id of the monitor, class name) -> (the monitor, weakly, its LockClass).
+_classes: dict[tuple[int, str], tuple[weakref.ref[Any], LockClass]] = {}
+
+
+def _class_of(mon: Monitor, name: str) -> LockClass:
+    key = (id(mon), name)
+    known = _classes.get(key)
+    if known is not None and known[0]() is mon:
+        return known[1]
+    cls = mon.lock_class(name)
+    if len(_classes) > 50_000:
+        _classes.clear()  # old runs' entries: start over
+    _classes[key] = (weakref.ref(mon), cls)
+    return cls
 
 
 def _check_timeout(blocking: bool, timeout: float) -> None:
@@ -184,7 +209,7 @@ def _check_timeout(blocking: bool, timeout: float) -> None:
 class _ThreadingLock(LockBase):
     """What Lock and RLock share: a C lock as the lock word, an owner, waiting, ordering."""
 
-    __slots__ = ("_owner", "_seen", "_serial", "_signal", "_word")
+    __slots__ = ("_later", "_owner", "_seen", "_serial", "_signal", "_word")
 
     counts_acquisitions = True
     #: A success forgets the taker's failed tries (so a livelock is provable).
@@ -194,12 +219,28 @@ class _ThreadingLock(LockBase):
     def __init__(self, monitor: Monitor | None, site: Site | None) -> None:
         if site is None:
             site = creation_site(2, self.kind)
-        super().__init__(site.cls, site.name, monitor or active_monitor(), 0)
+        mon = monitor or active_monitor()
+        # LockBase.__init__'s fields, with the class looked up once per run and site:
+        # threading objects are made by the thousand (a Future, a Thread, a Queue).
+        self._mon = mon
+        self._cls = cls = _class_of(mon, site.cls)
+        self._key = cls.key(0)
+        self._after = self._key.after
+        self.name = site.name
+        self._guard = _thread.allocate_lock()
+        self._waiters = deque()
+        self._nacq = 0
+        self._ncont = 0
+        self._wait = None
+        self._hold = None
+        cls.stats.track(self)
         self._word = _thread.allocate_lock()
         self._owner: ThreadState | None = None
         self._seen: tuple[ThreadState, float] | None = None
         self._signal = False
         self._serial = next(_serials)
+        #: Serials of locks of its own class already validated as taken after it.
+        self._later: set[int] = set()
 
     # -- taking --------------------------------------------------------------------
 
@@ -321,7 +362,7 @@ class _ThreadingLock(LockBase):
         if owner is not None and owner is not held[0]:
             # Released by a thread that did not take it: a signal, not a critical section.
             self._signal = True
-            _signal_classes.add(self._cls)
+            _signal_classes[id(self._cls)] = weakref.ref(self._cls)
             with contextlib.suppress(ValueError):
                 owner.held.remove(self)
 
@@ -335,11 +376,13 @@ class _ThreadingLock(LockBase):
     def _order(self, held: list[Any], key: LockKey) -> None:
         prev = held[-1]
         prev_lock = getattr(prev, "lock", prev)
+        if prev_lock._key is key and self._serial in prev_lock._later:
+            return  # this pair of one class, in this order, is known
         if (
             self._signal
             or getattr(prev_lock, "_signal", False)
-            or self._cls in _signal_classes
-            or getattr(prev_lock, "lock_class", None) in _signal_classes
+            or _signal_class(self._cls)
+            or _signal_class(getattr(prev_lock, "lock_class", None))
         ):
             return
         if prev_lock is self:
@@ -366,7 +409,7 @@ class _ThreadingLock(LockBase):
             # release it), so it is a self-deadlock only after verdict_s, and never for
             # a lock used as a signal.
             waited = perf_counter() - waiter.since
-            if self._signal or self._cls in _signal_classes:
+            if self._signal or _signal_class(self._cls):
                 return []
             if waited < self._mon.config.verdict_s:
                 return []
@@ -420,7 +463,14 @@ class Lock(_ThreadingLock):
                 held = new_thread()
             if len(held) > 1 and blocking and timeout < 0 and self._key not in held[-1]._after:
                 self._order(held, self._key)
-            self._took(held, held[0])
+            # _took(), inlined: the fast path is what a lock-heavy test pays for.
+            held.append(self)
+            state = held[0]
+            self._owner = state
+            self._seen = None
+            self._nacq += 1
+            if state.trying:
+                state.trying.pop(self, None)
             return True
         return self._slow_acquire(held_list(), blocking, timeout)
 
@@ -441,7 +491,18 @@ class Lock(_ThreadingLock):
             self._kick()
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        if self._exit_failed(exc_type) and self._owner is not held_list()[0]:
+        try:
+            held = _tls.held
+        except AttributeError:
+            held = new_thread()
+        if held[-1] is self:  # release(), inlined
+            held.pop()
+            self._owner = None
+            self._word.release()
+            if self._waiters:
+                self._kick()
+            return
+        if self._exit_failed(exc_type) and self._owner is not held[0]:
             return  # its wait raised before it took the lock back: not ours to release
         self.release()
 
@@ -569,6 +630,7 @@ def _instance_order(lock: _ThreadingLock, prev: _ThreadingLock, held: list[Any])
             book = _instances[graph] = _Instances()
         a, b = prev._serial, lock._serial
         if b in book.after.get(a, ()):
+            prev._later.add(b)
             return
         path = _path(book, b, a)
         if len(book.edges) >= MAX_INSTANCE_EDGES and path is None:
@@ -577,6 +639,8 @@ def _instance_order(lock: _ThreadingLock, prev: _ThreadingLock, held: list[Any])
         stack = capture_current(skip=4)
         mon = graph.monitor
         book.after.setdefault(a, set()).add(b)
+        if path is None:
+            prev._later.add(b)  # the fast path may skip this pair from now on
         book.edges[(a, b)] = Edge(
             prev.name, lock.name, state.name, prev.name, lock.name, stack, mon.now_s()
         )

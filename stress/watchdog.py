@@ -30,7 +30,7 @@ one episode, recorded once; its chain and counts are refreshed while it lasts.
 from __future__ import annotations
 
 from collections.abc import Hashable
-from time import perf_counter
+from time import perf_counter, thread_time
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -76,6 +76,8 @@ class Watchdog(ProgressChecks):
         self._thread: RawThread | None = None
         self.polls = 0
         self.busy_s = 0.0
+        #: CPU time the watchdog thread itself used (busy_s also counts waits for the GIL).
+        self.cpu_s = 0.0
 
     # -- thread ------------------------------------------------------------------------
 
@@ -98,12 +100,14 @@ class Watchdog(ProgressChecks):
         # Polls are due on a fixed grid, so the poll's own time does not stretch the period.
         while not self._stop.wait(max(due - perf_counter(), 0.0)):
             start = perf_counter()
+            cpu = thread_time()
             due = max(due + self.period, start + self.period / 2)
             try:
                 self.poll(start)
             except BaseException as exc:  # the watchdog must outlive its own bugs
                 self.mon.internal_error("watchdog", exc)
             self.busy_s += perf_counter() - start
+            self.cpu_s += thread_time() - cpu
             self.polls += 1
 
     def frozen(self, now: float) -> dict[ThreadState, float]:
