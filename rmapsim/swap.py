@@ -128,8 +128,8 @@ def add_to_swap(k: Kernel, page: Page) -> bool:
 def lookup_swap_cache(k: Kernel, slot: int) -> Page | None:
     with k.swap.lock:
         page = k.swap.cache.get(slot)
-    if page is not None:
-        k.get_page(page)
+        if page is not None:
+            k.get_page(page)  # under swap_lock, as find_get_page: the cache's ref keeps it
     return page
 
 
@@ -142,8 +142,9 @@ def swapin_readahead(k: Kernel, slot: int) -> Page | None:
         found = k.swap.cache.get(slot)
         if found is None:
             s.cache = True  # swapcache_prepare
+        else:
+            k.get_page(found)  # under swap_lock, as find_get_page
     if found is not None:
-        k.get_page(found)
         return found
     page = k.pages.alloc_page()
     add_to_swap_cache(k, page, slot)
@@ -172,9 +173,12 @@ def free_swap_and_cache(k: Kernel, slot: int) -> None:
         s.count -= 1
         page = k.swap.cache.get(slot) if s.count == 0 and s.cache else None
         k.swap._maybe_free(slot, s)
+        if page is not None:
+            # find_get_page under swap_lock: taken after it, the swap cache's reference
+            # may already be gone and the page freed by reclaim.
+            k.get_page(page)
     if page is None:
         return
-    k.get_page(page)
     if page.lock.acquire(False):
         if page.swapcache and not rmap.page_mapped(page):
             delete_from_swap_cache(k, page)
