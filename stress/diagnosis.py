@@ -39,6 +39,8 @@ class Snapshot:
     activity: dict[ThreadState, Activity] = field(default_factory=dict)
     #: The process as a whole lacked CPU time lately (an overloaded machine).
     starved: bool = False
+    #: Threads blocked in Thread.join() on each thread (the watchdog fills it).
+    joiners: dict[ThreadState, list[ThreadState]] = field(default_factory=dict)
     _stacks: dict[int, list[Frame]] = field(default_factory=dict)
 
     @classmethod
@@ -296,8 +298,11 @@ def deadlock(cycle: list[Waiter], snap: Snapshot) -> Verdict:
 def long_hold(lock: Any, holder: ThreadState, since: float, snap: Snapshot) -> Verdict:
     held_s = snap.now - since
     budget = lock.lock_class.budget_s
-    behind = waiters_behind([lock], snap, {holder})
     what = doing(holder, snap)[len("which ") :]
+    behind = waiters_behind([lock], snap, {holder}) + [
+        f"{j.name} waits in join() for {holder.name} to end, which holds {lock.name} and {what}"
+        for j in snap.joiners.get(holder, [])
+    ]
     waiters = f", {len(behind)} waiting" if behind else ", nobody waiting"
     act = snap.activity.get(holder)
     overloaded = act is not None and act.word == "not scheduled"

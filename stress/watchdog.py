@@ -29,6 +29,7 @@ one episode, recorded once; its chain and counts are refreshed while it lasts.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Hashable
 from time import perf_counter, thread_time
 from types import FrameType
@@ -131,6 +132,7 @@ class Watchdog(ProgressChecks):
         mon = self.mon
         states = self._polled = self._states()
         snap = Snapshot(now, mon.t0, current_frames())
+        snap.joiners = _joiners(states, snap)
         holds = self._scan_holds(states, now)
         self._sample(states, snap, holds)
         if mon.cancelled:
@@ -444,9 +446,11 @@ class Watchdog(ProgressChecks):
                 continue
             if id(lock) in ex_locks or holder in ex_threads or waiting_on(holder) is not None:
                 continue  # explained, or a victim whose own blocker gets the verdict
+            joiners = snap.joiners.get(holder, [])
             if (
                 cfg.hold_needs_waiters
                 and not lock.waiters()
+                and not joiners
                 and not self._tried(lock, self._polled, snap.now, cfg.verdict_s)
             ):
                 continue
@@ -495,6 +499,29 @@ class Watchdog(ProgressChecks):
         active.summary, active.chain = fresh.summary, fresh.chain
         active.evidence.update(fresh.evidence)
         active.threads = list(dict.fromkeys(active.threads + fresh.threads))
+
+
+_JOIN_CODE = threading.Thread._wait_for_tstate_lock.__code__  # type: ignore[attr-defined]
+
+
+def _joiners(states: list[ThreadState], snap: Snapshot) -> dict[ThreadState, list[ThreadState]]:
+    """Who is blocked in Thread.join() on whom: a joiner waits for the joined thread too."""
+    out: dict[ThreadState, list[ThreadState]] = {}
+    by_ident: dict[int, ThreadState] | None = None
+    for state in states:
+        frame = snap.frames.get(state.ident)
+        if frame is None or frame.f_code is not _JOIN_CODE:
+            continue
+        joined = frame.f_locals.get("self")
+        ident = getattr(joined, "ident", None)
+        if ident is None:
+            continue
+        if by_ident is None:
+            by_ident = {s.ident: s for s in states}
+        target = by_ident.get(ident)
+        if target is not None and target is not state:
+            out.setdefault(target, []).append(state)
+    return out
 
 
 def _by_holder(

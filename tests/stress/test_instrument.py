@@ -214,3 +214,25 @@ def test_cancellation_stops_waits_only_while_the_monitor_runs() -> None:
         with pytest.raises(Cancelled):
             ev.wait(5)
     assert ev.wait(0.01) is False  # after the block: a plain Event again
+
+
+def test_a_thread_joining_a_holder_counts_as_waiting_for_its_lock() -> None:
+    # Nobody waits for the lock, but the test's thread waits for its holder to end.
+    nap = 2.0
+    with pytest.raises(Interrupted), instrument_threading(FAST) as block:
+        lock = threading.Lock()
+
+        def holder() -> None:
+            with lock:
+                time.sleep(nap)
+
+        h = threading.Thread(target=holder, name="slowpoke")
+        h.start()
+        h.join()
+    (v,) = block.verdicts
+    assert v.kind == "long-hold" and "1 waiting" in v.summary
+    assert v.chain[0].startswith("MainThread waits in join() for slowpoke to end, which holds")
+    deadline = time.monotonic() + nap + 5
+    while lock.locked() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not lock.locked()
