@@ -34,6 +34,7 @@ import ctypes
 import signal
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from time import perf_counter
 from types import FrameType
@@ -115,9 +116,9 @@ class Instrumentation:
             self.monitor = Monitor(target or watch_config(), name=name)
             self.owned = True
         self.interrupt = interrupt
-        #: Threads started in the block (threading.Thread objects) that are alive or
-        #: ended lately, in start order (ended ones are let go every second).
-        self.threads: list[threading.Thread] = []
+        #: Threads started in the block, weakly (a finished one is nobody's to keep), in
+        #: start order; ended ones are dropped every second.
+        self._threads: list[weakref.ref[threading.Thread]] = []
         #: How many threads were started in the block.
         self.started = 0
         self._threads_lock = _thread.allocate_lock()
@@ -145,6 +146,13 @@ class Instrumentation:
         self._next_interrupt = 0.0
 
     # -- what was found --------------------------------------------------------------
+
+    @property
+    def threads(self) -> list[threading.Thread]:
+        """Threads started in the block that are alive, or ended lately and still referenced."""
+        with self._threads_lock:
+            refs = list(self._threads)
+        return [t for r in refs if (t := r()) is not None]
 
     @property
     def verdicts(self) -> list[Verdict]:
@@ -240,7 +248,7 @@ class Instrumentation:
         run = thread.run
         mon = self.monitor
         with self._threads_lock:
-            self.threads.append(thread)
+            self._threads.append(weakref.ref(thread))
             self.started += 1
 
         def watched() -> None:
@@ -274,7 +282,9 @@ class Instrumentation:
                 # A long block starts thousands of threads: keep the living ones.
                 prune_at = perf_counter() + 1.0
                 with self._threads_lock:
-                    self.threads[:] = [t for t in self.threads if t.is_alive()]
+                    self._threads[:] = [
+                        r for r in self._threads if (t := r()) is not None and t.is_alive()
+                    ]
             if not mon.cancelled or not self._inside:
                 continue
             now = perf_counter()

@@ -500,13 +500,17 @@ class Monitor:
     def _prune(self) -> None:
         """Let go of threads that finished holding nothing: a long run spawns thousands.
 
-        Their counts move to the retired totals; a thread that died holding a lock stays,
-        as the holder it still is.
+        Their counts move to the retired totals; a thread that died holding a lock of this
+        run stays, as the holder it still is (another run's locks keep it in no run).
         """
         with self._states_lock:
             keep = []
             for st in self._states:
-                if st.thread.ident is not None and not st.thread.is_alive() and len(st.held) == 1:
+                if (
+                    st.thread.ident is not None
+                    and not st.thread.is_alive()
+                    and not any(getattr(x, "monitor", None) is self for x in st.held_locks())
+                ):
                     self._retired[0] += st.ops
                     self._retired[1] += st.nwalks
                     self._retired[2] += st.steps

@@ -151,14 +151,15 @@ def _thread_object() -> Any:
     """The calling thread's Thread object, without creating one."""
     ident = _thread.get_ident()
     known: Any = getattr(threading, "_active", {}).get(ident)
-    if known is None:
+    dummy = getattr(threading, "_DummyThread", ())
+    if known is None or isinstance(known, dummy):
         # Started and still in its bootstrap (Thread.start waits for an Event it sets
-        # before it is entered in threading's table).
+        # before it is entered in threading's table).  A _DummyThread found under its
+        # ident may be a dead thread's: idents are reused and dummies never leave.
         for candidate in list(getattr(threading, "_limbo", {})):
             if getattr(candidate, "_ident", None) == ident:
                 known = candidate
                 break
-    dummy = getattr(threading, "_DummyThread", ())
     if known is not None and not isinstance(known, dummy):
         return known
     name = _harness_names.pop(ident, None)

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.timeout(60)
 FAST = watch_config(hold_s=0.3, verdict_s=0.6, grace_s=0.3)
 
 
+@pytest.mark.rmapstress(watch=False)  # under pytest --rmapstress-watch, threading is replaced
 def test_inside_the_block_threading_makes_instrumented_objects() -> None:
     originals = {n: getattr(threading, n) for n in stress.instrument.REPLACED}
     start = threading.Thread.start

@@ -284,3 +284,4 @@ def test_quantiles_never_exceed_the_longest_duration() -> None:
     d = h.to_dict()
     assert d["p50_us"] <= d["max_us"] and d["p99_us"] <= d["max_us"]
     assert d["p50_us"] == 600
+
