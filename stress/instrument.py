@@ -76,7 +76,7 @@ def watch_config(**changes: Any) -> Config:
     recorded without stopping anything.  `changes` override any of them.
     """
     base = Config(
-        poll_s=0.02,
+        poll_s=0.05,  # hangs are named in a tenth of a second; the watchdog costs little
         walk_s=0.25,
         hold_s=1.0,
         verdict_s=1.5,

@@ -91,7 +91,9 @@ def active_monitor() -> Monitor:
 _STDLIB = os.path.normpath(sysconfig.get_paths()["stdlib"]) + os.sep
 _PURELIB = os.path.normpath(sysconfig.get_paths()["purelib"]) + os.sep
 _HERE = os.path.dirname(os.path.abspath(__file__)) + os.sep
-_sites: dict[tuple[Any, int], tuple[str, str, bool]] = {}
+#: (id of the code object, instruction) -> (the code object, its site).  Not keyed by the
+#: code object itself: code objects compare by value, and two files may hold equal ones.
+_sites: dict[tuple[int, int], tuple[Any, tuple[str, str, bool]]] = {}
 _counts: dict[str, int] = {}
 
 
@@ -133,21 +135,23 @@ def _target(line: str, col: int) -> str:
 def _site(code: Any, lasti: int) -> tuple[str, str, bool]:
     """(class name, what the lock is assigned to, whether the site is library code) of
     the instruction at `lasti` of `code`; computed once per site."""
-    key = (code, lasti)
-    known = _sites.get(key)
-    if known is None:
-        filename = code.co_filename
-        lineno, col = 0, -1
-        for i, pos in enumerate(code.co_positions()):
-            if i == lasti // 2:
-                lineno = pos[0] or 0
-                col = pos[2] if pos[2] is not None else -1
-                break
-        line = linecache.getline(filename, lineno)
-        target = _target(line, col) if col >= 0 else ""
-        path = os.path.normpath(os.path.abspath(filename))
-        library = path.startswith((_STDLIB, _PURELIB, _HERE))
-        known = _sites[key] = (f"{_short(filename)}:{lineno}", target, library)
+    key = (id(code), lasti)
+    cached = _sites.get(key)
+    if cached is not None and cached[0] is code:
+        return cached[1]
+    filename = code.co_filename
+    lineno, col = 0, -1
+    for i, pos in enumerate(code.co_positions()):
+        if i == lasti // 2:
+            lineno = pos[0] or 0
+            col = pos[2] if pos[2] is not None else -1
+            break
+    line = linecache.getline(filename, lineno)
+    target = _target(line, col) if col >= 0 else ""
+    path = os.path.normpath(os.path.abspath(filename))
+    library = path.startswith((_STDLIB, _PURELIB, _HERE))
+    known = (f"{_short(filename)}:{lineno}", target, library)
+    _sites[key] = (code, known)
     return known
 
 

@@ -219,3 +219,21 @@ def test_a_cancelled_with_block_does_not_turn_into_a_runtime_error(
     t.join(5)
     lock.release()
     assert outcome == ["cancelled"]
+
+
+def test_equal_code_in_two_files_makes_two_classes(tmp_path: Any) -> None:
+    # Code objects compare by value: the same class in two files must not share a site.
+    source = (
+        "import stress\n\nclass Account:\n    def __init__(self):\n"
+        "        self.lock = stress.Lock()\n"
+    )
+    made = []
+    for name in ("bank_a.py", "bank_b.py"):
+        path = tmp_path / name
+        path.write_text(source)
+        namespace: dict[str, Any] = {}
+        exec(compile(source, str(path), "exec"), namespace)
+        made.append(namespace["Account"]().lock)
+    a, b = made
+    assert a.lock_class is not b.lock_class
+    assert a.name.endswith("bank_a.py:5") and b.name.endswith("bank_b.py:5")
