@@ -165,7 +165,11 @@ class Watchdog(ProgressChecks):
     def _states(self) -> list[ThreadState]:
         """Threads of this run, plus any other thread holding one of its locks."""
         mon = self.mon
-        out = [s for s in mon.states() if s.monitor is mon]
+        # A thread that ended holding nothing has nothing left to say (a busy program
+        # ends hundreds a second; the monitor lets go of them only once a second).
+        out = [
+            s for s in mon.states() if s.monitor is mon and (len(s.held) > 1 or s.alive())
+        ]
         known = set(out)
         for state in all_threads():
             if state not in known and any(
