@@ -470,7 +470,12 @@ class Watchdog(ProgressChecks):
                     ex_threads.add(holder)
                     ex_locks.add(id(lock))
                     continue
-            spin = sample.spin(snap.now, budget) if sample is not None else None
+            spin = None
+            if sample is not None and sample.frames:
+                # Spinning all along: over the whole hold as far as the frames kept go
+                # back (they start at the first poll that saw the hold), and walk_s at least.
+                covered = snap.now - sample.frames[0][0]
+                spin = sample.spin(snap.now, max(cfg.walk_s, min(budget, covered)))
             if spin is not None and not holder.walks:
                 # Spinning in one loop for the whole budget: a suspected endless loop.
                 key: Hashable = ("livelock", holder.tid, spin.frame_id)
