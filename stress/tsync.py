@@ -30,13 +30,8 @@ during a watched test keep working, as plain threading objects, after it ended.
 from __future__ import annotations
 
 import _thread
-import ast
 import contextlib
 import itertools
-import linecache
-import os
-import sys
-import sysconfig
 import weakref
 from collections import deque
 from time import perf_counter
@@ -44,25 +39,22 @@ from typing import TYPE_CHECKING, Any
 
 from stress.errors import Cancelled
 from stress.lockcore import WAKE_CHUNK_S, Histogram, LockBase, Mode, Waiter
-from stress.lockdep import Edge, LockClass, Lockdep, LockKey
+from stress.lockdep import LockClass, LockKey
+from stress.sites import Site, creation_site
 from stress.threads import (
     ThreadState,
     _tls,
-    capture_current,
     held_list,
     new_thread,
     note_failed,
-    where,
 )
-from stress.verdicts import Verdict
+from stress.tsync_order import instance_order
 
 if TYPE_CHECKING:
     from stress.monitor import Monitor
 
 #: A waiter woken this many times only to lose the lock again gets it handed over.
 HANDOFF_MISSES = 4
-#: Instance-order dependencies kept per run (then no new ones are recorded).
-MAX_INSTANCE_EDGES = 100_000
 
 _serials = itertools.count(1)
 #: Monitors of the instrument_threading blocks in force, innermost last.
@@ -84,101 +76,6 @@ def active_monitor() -> Monitor:
     from stress.monitor import default_monitor
 
     return default_monitor()
-
-
-# -- creation sites -------------------------------------------------------------------
-
-_STDLIB = os.path.normpath(sysconfig.get_paths()["stdlib"]) + os.sep
-_PURELIB = os.path.normpath(sysconfig.get_paths()["purelib"]) + os.sep
-_HERE = os.path.dirname(os.path.abspath(__file__)) + os.sep
-#: (id of the code object, instruction) -> (the code object, its site).  Not keyed by the
-#: code object itself: code objects compare by value, and two files may hold equal ones.
-_sites: dict[tuple[int, int], tuple[Any, tuple[str, str, bool]]] = {}
-_counts: dict[str, int] = {}
-
-
-def _short(path: str) -> str:
-    path = os.path.normpath(path)
-    for base in (_STDLIB, _PURELIB):
-        if path.startswith(base):
-            return path[len(base) :]
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:
-        return path
-    return path if rel.startswith("..") else rel
-
-
-def _target(line: str, col: int) -> str:
-    """What the call at column `col` of `line` is assigned to (`self.lock`), if anything."""
-    text = line.strip()
-    indent = len(line) - len(line.lstrip())
-    try:
-        tree = ast.parse(text)
-    except SyntaxError:
-        return ""
-    col -= indent
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            value = node.value
-            for target in targets:
-                if isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple):
-                    for t, v in zip(target.elts, value.elts, strict=False):
-                        if v.col_offset <= col < (v.end_col_offset or 0):
-                            return ast.unparse(t)
-                elif value.col_offset <= col < (value.end_col_offset or 0):
-                    return ast.unparse(target)
-    return ""
-
-
-def _site(code: Any, lasti: int) -> tuple[str, str, bool]:
-    """(class name, what the lock is assigned to, whether the site is library code) of
-    the instruction at `lasti` of `code`; computed once per site."""
-    key = (id(code), lasti)
-    cached = _sites.get(key)
-    if cached is not None and cached[0] is code:
-        return cached[1]
-    filename = code.co_filename
-    lineno, col = 0, -1
-    for i, pos in enumerate(code.co_positions()):
-        if i == lasti // 2:
-            lineno = pos[0] or 0
-            col = pos[2] if pos[2] is not None else -1
-            break
-    line = linecache.getline(filename, lineno)
-    target = _target(line, col) if col >= 0 else ""
-    path = os.path.normpath(os.path.abspath(filename))
-    library = path.startswith((_STDLIB, _PURELIB, _HERE))
-    known = (f"{_short(filename)}:{lineno}", target, library)
-    _sites[key] = (code, known)
-    return known
-
-
-class Site:
-    """Where a lock was made: its class name, and the name of this instance."""
-
-    __slots__ = ("cls", "name")
-
-    def __init__(self, cls: str, name: str) -> None:
-        self.cls = cls
-        self.name = name
-
-
-def creation_site(depth: int, kind: str) -> Site:
-    """The site of the caller `depth` frames up (1: the caller of the function calling this)."""
-    frame: Any = sys._getframe(depth + 1)
-    cls, target, library = _site(frame.f_code, frame.f_lasti)
-    label = f"{target or kind}@{cls}"
-    if library:
-        # A lock the standard library makes for the user: say for which line of theirs.
-        outer = frame.f_back
-        while outer is not None and _site(outer.f_code, outer.f_lasti)[2]:
-            outer = outer.f_back
-        if outer is not None and outer.f_code.co_name != "<module>":
-            label += f" (for {_site(outer.f_code, outer.f_lasti)[0]})"
-    n = _counts[label] = _counts.get(label, 0) + 1
-    return Site(cls, label if n == 1 else f"{label}#{n}")
 
 
 #: (id of the monitor, class name) -> (the monitor, weakly, its LockClass).
@@ -282,7 +179,20 @@ class _ThreadingLock(LockBase):
             return False
         self._ncont += 1
         self._took(held, state)
+        if mon.running and mon.cancelled:
+            # Got it as the run was cancelled: a contended wait after cancellation ends
+            # in Cancelled, however the race between the wake-ups went.
+            self._give_back_taken(held)
+            raise Cancelled(mon.cancel_reason)
         return True
+
+    def _give_back_taken(self, held: list[Any]) -> None:
+        if held[-1] is self:
+            held.pop()
+        self._owner = None
+        self._word.release()
+        if self._waiters:
+            self._kick()
 
     def _block(self, waiter: Waiter, deadline: float | None) -> bool:
         """Sleep until the lock word is ours (True) or the deadline passed (False).
@@ -392,7 +302,7 @@ class _ThreadingLock(LockBase):
         if prev_lock is self:
             return  # taking it again: a wait for another thread's release, not an order
         if getattr(prev, "_key", None) is key and isinstance(prev_lock, _ThreadingLock):
-            _instance_order(self, prev_lock, held)
+            instance_order(self, prev_lock, held)
             return
         self._cls.graph.check(held, key, self)
 
@@ -609,105 +519,3 @@ class RLock(_ThreadingLock):
             f"<{state} stress.RLock object {self.name}{who} owner={ident} "
             f"count={self._count} at {id(self):#x}>"
         )
-
-
-# -- ordering two locks of one class ----------------------------------------------------
-
-
-class _Instances:
-    """Per run: which lock instance was taken while holding which, within one class."""
-
-    def __init__(self) -> None:
-        self.after: dict[int, set[int]] = {}
-        self.edges: dict[tuple[int, int], Edge] = {}
-
-
-_instances: weakref.WeakKeyDictionary[Lockdep, _Instances] = weakref.WeakKeyDictionary()
-
-
-def _instance_order(lock: _ThreadingLock, prev: _ThreadingLock, held: list[Any]) -> None:
-    """Two locks of one class nested: an inversion only if both orders were taken."""
-    graph = lock.lock_class.graph
-    with graph._lock:
-        book = _instances.get(graph)
-        if book is None:
-            book = _instances[graph] = _Instances()
-        a, b = prev._serial, lock._serial
-        if b in book.after.get(a, ()):
-            prev._later.add(b)
-            return
-        path = _path(book, b, a)
-        if len(book.edges) >= MAX_INSTANCE_EDGES and path is None:
-            return
-        state: ThreadState = held[0]
-        stack = capture_current(skip=4)
-        mon = graph.monitor
-        book.after.setdefault(a, set()).add(b)
-        if path is None:
-            prev._later.add(b)  # the fast path may skip this pair from now on
-        book.edges[(a, b)] = Edge(
-            prev.name, lock.name, state.name, prev.name, lock.name, stack, mon.now_s()
-        )
-    if path is not None:
-        mon.record(_inversion(state, prev, lock, path, stack, mon.now_s()))
-
-
-def _path(book: _Instances, start: int, goal: int) -> list[Edge] | None:
-    parent: dict[int, int] = {start: start}
-    queue = deque([start])
-    while queue:
-        node = queue.popleft()
-        if node == goal:
-            edges: list[Edge] = []
-            while node != start:
-                before = parent[node]
-                edges.append(book.edges[(before, node)])
-                node = before
-            edges.reverse()
-            return edges
-        for nxt in book.after.get(node, ()):
-            if nxt not in parent:
-                parent[nxt] = node
-                queue.append(nxt)
-    return None
-
-
-def _inversion(
-    state: ThreadState,
-    prev: _ThreadingLock,
-    lock: _ThreadingLock,
-    path: list[Edge],
-    stack: list[Any],
-    at_s: float,
-) -> Verdict:
-    order = " -> ".join([path[0].before] + [e.after for e in path])
-    new = f"{state.name} takes {lock.name} while holding {prev.name} at {where(stack)}"
-    stacks = {state.name: stack}
-    for edge in path:
-        stacks.setdefault(f"{edge.thread} (first {edge.before} -> {edge.after})", edge.stack)
-    cls = lock.lock_class.name
-    return Verdict(
-        kind="lock-order",
-        summary=(
-            f"possible deadlock: {state.name} takes {lock.name} while holding {prev.name} "
-            f"(two locks of class {cls}), but the opposite order {order} was taken before "
-            f"(first by {path[0].thread})"
-        ),
-        source="lockdep",
-        threads=list(dict.fromkeys([state.name] + [e.thread for e in path])),
-        locks=list(
-            dict.fromkeys([prev.name, lock.name] + [n for e in path for n in (e.before, e.after)])
-        ),
-        lock_classes=[cls],
-        chain=[f"new:      {new}"] + [f"existing: {e.describe()}" for e in path],
-        stacks=stacks,
-        evidence={
-            "new_dependency": f"{prev.name} -> {lock.name}",
-            "existing_chain": [e.describe() for e in path],
-            "cycle": " -> ".join([prev.name, *[e.before for e in path], prev.name]),
-            "held": [getattr(e, "lock", e).name for e in state.held[1:]],
-            "class": cls,
-        },
-        culprits=[state.name],
-        at_s=at_s,
-    )

@@ -25,8 +25,9 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from stress.errors import Cancelled
+from stress.sites import Site, creation_site
 from stress.threads import current
-from stress.tsync import Lock, RLock, Site, active_monitor, creation_site
+from stress.tsync import Lock, RLock, active_monitor
 
 if TYPE_CHECKING:
     from stress.monitor import Monitor
