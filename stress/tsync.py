@@ -146,9 +146,10 @@ class _ThreadingLock(LockBase):
     # -- taking --------------------------------------------------------------------
 
     def _took(self, held: list[Any], state: ThreadState) -> None:
+        # No watchdog mark to clear (Mutex clears its own): a mark names the acquisition
+        # (count) it was made for, so a new hold never inherits an old one's start.
         held.append(self)
         self._owner = state
-        self._seen = None
         self._nacq += 1
         if state.trying:
             state.trying.pop(self, None)
@@ -313,7 +314,11 @@ class _ThreadingLock(LockBase):
         if owner is None or not self._word.locked():
             return []
         mark = self._seen
-        since = mark[1] if mark is not None and mark[0] is owner else None
+        since = (
+            mark[1]
+            if mark is not None and mark[0] is owner and mark[2:] in ((), (self._nacq,))
+            else None
+        )
         return [(owner, "lock", since)]
 
     def blockers(self, waiter: Waiter) -> list[tuple[ThreadState, str, float | None]]:
@@ -381,14 +386,29 @@ class Lock(_ThreadingLock):
             held.append(self)
             state = held[0]
             self._owner = state
-            self._seen = None
             self._nacq += 1
             if state.trying:
                 state.trying.pop(self, None)
             return True
         return self._slow_acquire(held_list(), blocking, timeout)
 
-    __enter__ = acquire
+    def __enter__(self) -> bool:
+        # acquire() with its defaults, inlined once more: a with-block is the common case.
+        if self._word.acquire(False):
+            try:
+                held = _tls.held
+            except AttributeError:
+                held = new_thread()
+            if len(held) > 1 and self._key not in held[-1]._after:
+                self._order(held, self._key)
+            held.append(self)
+            state = held[0]
+            self._owner = state
+            self._nacq += 1
+            if state.trying:
+                state.trying.pop(self, None)
+            return True
+        return self._slow_acquire(held_list(), True, -1)
 
     def release(self) -> None:
         try:
@@ -404,7 +424,7 @@ class Lock(_ThreadingLock):
         if self._waiters:
             self._kick()
 
-    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: object, tb: object) -> None:
         try:
             held = _tls.held
         except AttributeError:

@@ -246,16 +246,18 @@ class Watchdog(ProgressChecks):
                     if since is not None:
                         holds.append((lock, state, since))
                     continue
-                # Every acquisition clears the mark: if ours is still there, the hold
-                # we saw last time never ended.
+                # Every acquisition clears the mark (or, for a lock that counts them,
+                # changes the count it names): if ours still holds, the hold we saw last
+                # time never ended.
                 mark = lock._seen
-                if mark is not None and mark[0] is state:
+                counted = lock.counts_acquisitions
+                if mark is not None and mark[0] is state and (not counted or mark[2] == lock._nacq):
                     since = mark[1]
                 else:
                     # A timed lock knows its start; trust it only if it is this hold's.
                     t0 = getattr(lock, "_t0", None)
                     since = t0 if t0 is not None and self._last_poll < t0 <= now else now
-                    lock._seen = (state, since)
+                    lock._seen = (state, since, lock._nacq) if counted else (state, since)
                 holds.append((lock, state, since))
         return holds
 
