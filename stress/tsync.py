@@ -380,8 +380,13 @@ class Lock(_ThreadingLock):
                 held = _tls.held
             except AttributeError:
                 held = new_thread()
-            if len(held) > 1 and blocking and timeout < 0 and self._key not in held[-1]._after:
-                self._order(held, self._key)
+            if len(held) > 1 and blocking and timeout < 0:
+                prev = held[-1]
+                key = self._key
+                if key not in prev._after and (
+                    prev._key is not key or self._serial not in prev._later
+                ):
+                    self._order(held, key)
             # _took(), inlined: the fast path is what a lock-heavy test pays for.
             held.append(self)
             state = held[0]
@@ -399,8 +404,14 @@ class Lock(_ThreadingLock):
                 held = _tls.held
             except AttributeError:
                 held = new_thread()
-            if len(held) > 1 and self._key not in held[-1]._after:
-                self._order(held, self._key)
+            if len(held) > 1:
+                prev = held[-1]
+                key = self._key
+                # Known orders cost one set lookup: classes, or two locks of one class.
+                if key not in prev._after and (
+                    prev._key is not key or self._serial not in prev._later
+                ):
+                    self._order(held, key)
             held.append(self)
             state = held[0]
             self._owner = state
@@ -468,8 +479,13 @@ class RLock(_ThreadingLock):
             self._count += 1
             return True
         if self._word.acquire(False):
-            if len(held) > 1 and blocking and timeout < 0 and self._key not in held[-1]._after:
-                self._order(held, self._key)
+            if len(held) > 1 and blocking and timeout < 0:
+                prev = held[-1]
+                key = self._key
+                if key not in prev._after and (
+                    prev._key is not key or self._serial not in prev._later
+                ):
+                    self._order(held, key)
             self._took(held, state)
             self._count = 1
             return True

@@ -12,7 +12,7 @@ import queue
 import threading
 
 ACCOUNTS = 16
-TRANSFERS = 40_000
+TRANSFERS = 120_000
 THREADS = 4
 
 
