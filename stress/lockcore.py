@@ -14,7 +14,6 @@ the sums of instances that died, so reading them costs the run nothing.
 from __future__ import annotations
 
 import _thread
-import contextlib
 import weakref
 from collections import deque
 from time import perf_counter
@@ -283,8 +282,11 @@ class LockBase:
         self._cls.stats.track(self)
 
     def __del__(self) -> None:
-        with contextlib.suppress(AttributeError):  # half-built, or interpreter shutdown
+        # Half-built, or at interpreter shutdown (when even contextlib may be gone).
+        try:
             self._cls.stats.retire(self)
+        except Exception:
+            return
 
     @property
     def lock_class(self) -> LockClass:
