@@ -28,6 +28,7 @@ from stress.errors import (
     StressError,
     StuckThreadsError,
 )
+from stress.instrument import Instrumentation, Interrupted, instrument_threading, watch_config
 from stress.lockdep import LockClass
 from stress.locks import Mutex, TimedMutex
 from stress.monitor import Monitor, Status, Worker, default_monitor
@@ -35,6 +36,8 @@ from stress.report import CaseResult, RunReport
 from stress.rwsem import RWSem
 from stress.sched.core import Scheduler, yield_point
 from stress.sched.explore import ExploreResult, explore, replay
+from stress.tsync import Lock, RLock
+from stress.tsync_cond import Barrier, BoundedSemaphore, Condition, Event, Semaphore
 from stress.verdicts import Verdict
 from stress.walks import Walk
 
@@ -43,21 +46,30 @@ __all__ = [
     "EXIT_EMERGENCY",
     "HARNESS_KINDS",
     "WATCHDOG_KINDS",
+    "Barrier",
+    "BoundedSemaphore",
     "Cancelled",
     "CaseResult",
+    "Condition",
     "Config",
     "ConfigError",
+    "Event",
     "ExploreResult",
+    "Instrumentation",
+    "Interrupted",
     "LadderError",
+    "Lock",
     "LockClass",
     "LockError",
     "Monitor",
     "Mutex",
     "NotOwnerError",
+    "RLock",
     "RWSem",
     "RunReport",
     "Scheduler",
     "SelfDeadlockError",
+    "Semaphore",
     "Status",
     "StressError",
     "StuckThreadsError",
@@ -67,6 +79,8 @@ __all__ = [
     "Worker",
     "default_monitor",
     "explore",
+    "instrument_threading",
     "replay",
+    "watch_config",
     "yield_point",
 ]

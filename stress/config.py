@@ -87,6 +87,12 @@ class Config:
     #: What to do when workers do not stop: leave with os._exit(EXIT_EMERGENCY),
     #: or raise StuckThreadsError (the report is written either way).
     on_stuck: Literal["exit", "raise"] = "exit"
+    #: Arm the faulthandler backstop at start (it ends the process; the watch mode,
+    #: which must never end a pytest session, turns it off).
+    backstop: bool = True
+    #: A lock held past its budget is a long-hold only if someone waits for it (a slow
+    #: thread holding a lock nobody wants hangs nobody); the watch mode turns it on.
+    hold_needs_waiters: bool = False
 
     def budget(self, lock_class: str) -> float:
         """Hold budget of `lock_class`."""
@@ -171,7 +177,7 @@ class Config:
                 raise ConfigError(
                     f"{where}.{name}: expected a whole number >= 0, got {value!r}", settings=(name,)
                 )
-        for name in ("walk_self_check", "timing"):
+        for name in ("walk_self_check", "timing", "backstop", "hold_needs_waiters"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{where}.{name}: expected true or false", settings=(name,))
         if self.on_stuck not in ("exit", "raise"):

@@ -16,6 +16,7 @@ from time import perf_counter
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from stress.samples import Activity
 from stress.threads import Frame, ThreadState, capture, current_frames, where
 from stress.verdicts import Verdict
 
@@ -34,12 +35,20 @@ class Snapshot:
     frames: dict[int, FrameType]
     #: Seconds since the watchdog last saw the thread execute Python code.
     frozen: dict[ThreadState, float] = field(default_factory=dict)
+    #: What each thread did lately, from its CPU times (stress.samples).
+    activity: dict[ThreadState, Activity] = field(default_factory=dict)
+    #: The process as a whole lacked CPU time lately (an overloaded machine).
+    starved: bool = False
+    #: Threads blocked in Thread.join() on each thread (the watchdog fills it).
+    joiners: dict[ThreadState, list[ThreadState]] = field(default_factory=dict)
     _stacks: dict[int, list[Frame]] = field(default_factory=dict)
 
     @classmethod
     def take(cls, mon: Monitor) -> Snapshot:
         now = perf_counter()
-        return cls(now, mon.t0, current_frames(), mon.frozen(now))
+        snap = cls(now, mon.t0, current_frames(), mon.frozen(now))
+        snap.activity = mon.activities(now)
+        return snap
 
     @property
     def at_s(self) -> float:
@@ -50,6 +59,10 @@ class Snapshot:
         if cached is None:
             cached = self._stacks[state.ident] = capture(self.frames.get(state.ident))
         return cached
+
+    def stacks_of(self, ident: int | None) -> list[Frame]:
+        """The stack of the thread with this ident (one the harness has no state for)."""
+        return capture(self.frames.get(ident)) if ident is not None else []
 
     def stacks(self, states: list[ThreadState]) -> dict[str, list[Frame]]:
         return {s.name: self.stack(s) for s in states}
@@ -96,6 +109,15 @@ def walk_phrase(walk: Walk, snap: Snapshot) -> str:
     return f"walking {walk.subject}'s list ({walk.kind}), {steps_phrase(walk, snap)}"
 
 
+def parked_phrase(state: ThreadState, snap: Snapshot) -> str | None:
+    """'waiting on condition x (for 3.2 s)' for a thread in a non-lock wait."""
+    parked = state.parked
+    if parked is None:
+        return None
+    what, obj, since = parked
+    return f"waiting on {what} {getattr(obj, 'name', obj)} (for {seconds(snap.now - since)})"
+
+
 def doing(state: ThreadState, snap: Snapshot) -> str:
     """What a thread that others wait for is doing now."""
     if state.walks:
@@ -104,8 +126,19 @@ def doing(state: ThreadState, snap: Snapshot) -> str:
         return "which has exited without releasing it"
     here = where(snap.stack(state))
     frozen = snap.frozen.get(state)
+    act = snap.activity.get(state)
     if state.idle:
         return f"which is pausing at {here}"
+    parked = parked_phrase(state, snap)
+    if parked is not None:
+        return f"which is {parked} at {here}"
+    if act is not None and act.word == "not scheduled":
+        return (
+            f"which is runnable but not scheduled at {here} ({act.describe()}): "
+            f"the machine is overloaded"
+        )
+    if act is not None and act.word == "running":
+        return f"which is running at {here} ({act.describe()})"
     if frozen is not None and frozen > 0:
         return (
             f"which has run no Python code for {seconds(frozen)}: blocked outside Python at {here}"
@@ -265,14 +298,24 @@ def deadlock(cycle: list[Waiter], snap: Snapshot) -> Verdict:
 def long_hold(lock: Any, holder: ThreadState, since: float, snap: Snapshot) -> Verdict:
     held_s = snap.now - since
     budget = lock.lock_class.budget_s
-    behind = waiters_behind([lock], snap, {holder})
     what = doing(holder, snap)[len("which ") :]
+    behind = waiters_behind([lock], snap, {holder}) + [
+        f"{j.name} waits in join() for {holder.name} to end, which holds {lock.name} and {what}"
+        for j in snap.joiners.get(holder, [])
+    ]
     waiters = f", {len(behind)} waiting" if behind else ", nobody waiting"
+    act = snap.activity.get(holder)
+    overloaded = act is not None and act.word == "not scheduled"
+    note = (
+        f" (machine overloaded: it waited for a CPU {act.wait or 0:.0%} of the time)"
+        if act is not None and overloaded
+        else ""
+    )
     return Verdict(
         kind="long-hold",
         summary=(
             f"{lock.name} held {seconds(held_s)} by {holder.name} (budget "
-            f"{seconds(budget)}){waiters}; {holder.name} {what}"
+            f"{seconds(budget)}){waiters}; {holder.name} {what}{note}"
         ),
         source="watchdog",
         threads=[holder.name] + [w.state.name for w in lock.waiters()],
@@ -288,6 +331,8 @@ def long_hold(lock: Any, holder: ThreadState, since: float, snap: Snapshot) -> V
             "budget_s": budget,
             "holder_state": _state_word(holder, snap),
             "holder_at": where(snap.stack(holder)),
+            "holder_cpu": act.describe() if act is not None else "activity unknown",
+            "machine_overloaded": overloaded,
             "waiters": len(behind),
         },
         culprits=[holder.name],
@@ -302,6 +347,13 @@ def _state_word(state: ThreadState, snap: Snapshot) -> str:
         return "walking"
     if waiting_on(state) is not None:
         return "waiting"
+    if state.parked is not None:
+        return f"waiting on {state.parked[0]}"
+    act = snap.activity.get(state)
+    if act is not None and act.word == "not scheduled":
+        return "not scheduled"
+    if act is not None and act.word == "running":
+        return "running"
     frozen = snap.frozen.get(state)
     if frozen is not None and frozen > 0:
         return "blocked outside Python"
@@ -340,29 +392,49 @@ def starvation(waiter: Waiter, snap: Snapshot) -> Verdict:
 def livelock(
     states: list[ThreadState],
     idle_s: dict[ThreadState, float],
-    moved: dict[ThreadState, float],
+    busy: dict[ThreadState, float],
     snap: Snapshot,
+    failing: dict[ThreadState, list[tuple[Any, int]]] | None = None,
 ) -> Verdict:
+    """Threads that keep trying and achieve nothing; `busy` is each one's CPU share."""
+    failing = failing or {}
     names = [s.name for s in states]
     worst = max(idle_s.values())
+    locks = list(dict.fromkeys(x for s in states for x, _ in failing.get(s, [])))
+    tries = sum(n for s in states for _, n in failing.get(s, []))
+    if locks:
+        what = (
+            f"keep failing to take {', '.join(x.name for x in locks)} ({tries:,} failed "
+            f"attempts) and completed nothing for {seconds(worst)}"
+        )
+    else:
+        what = f"keep running but completed no operation for {seconds(worst)}"
+    chain = []
+    for s in states:
+        tried = failing.get(s, [])
+        attempts = (
+            "; failed to take " + ", ".join(f"{x.name} {n:,} times" for x, n in tried)
+            if tried
+            else ""
+        )
+        chain.append(
+            f"{s.name} is at {where(snap.stack(s))}, nothing completed for "
+            f"{seconds(idle_s[s])}, on a CPU {busy[s]:.0%} of the time{attempts}"
+        )
     return Verdict(
         kind="livelock",
-        summary=(
-            f"livelock: {', '.join(names)} keep running but completed no operation "
-            f"for {seconds(worst)}"
-        ),
+        summary=f"livelock: {', '.join(names)} {what}",
         source="watchdog",
         threads=names,
-        chain=[
-            f"{s.name} is running at {where(snap.stack(s))}, no operation for "
-            f"{seconds(idle_s[s])}, busy in {moved[s]:.0%} of the watchdog's looks"
-            for s in states
-        ],
+        locks=[x.name for x in locks],
+        lock_classes=lock_classes(locks),
+        chain=chain,
         stacks=snap.stacks(states),
         evidence={
             "no_progress_s": {s.name: round(idle_s[s], 3) for s in states},
-            "busy_fraction": {s.name: round(moved[s], 3) for s in states},
+            "busy_fraction": {s.name: round(busy[s], 3) for s in states},
             "contended_or_failed_attempts": {s.name: s.nslow for s in states},
+            "failing_locks": {s.name: [x.name for x, _ in failing.get(s, [])] for s in states},
             "walk_steps": {s.name: s.steps + sum(w.n for w in s.walks) for s in states},
         },
         culprits=names,

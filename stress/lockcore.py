@@ -14,7 +14,6 @@ the sums of instances that died, so reading them costs the run nothing.
 from __future__ import annotations
 
 import _thread
-import contextlib
 import weakref
 from collections import deque
 from time import perf_counter
@@ -71,17 +70,21 @@ class Histogram:
         return sum(self.counts)
 
     def quantile_us(self, q: float) -> int:
-        """Upper bound of the bucket holding quantile `q` (0..1), in microseconds."""
+        """Upper bound of the bucket holding quantile `q` (0..1), in microseconds.
+
+        Never above the largest duration seen: a bucket's bound may lie far beyond it.
+        """
         total = self.count
         if total == 0:
             return 0
         rank = q * total
         seen = 0
+        top = max(int(round(self.max_s * 1e6, 1)), 1)  # max_us as to_dict() rounds it
         for i, n in enumerate(self.counts):
             seen += n
             if seen >= rank and n:
-                return 1 << i
-        return 1 << (BUCKETS - 1)
+                return min(1 << i, top)
+        return top
 
     def to_dict(self) -> dict[str, Any]:
         n = self.count
@@ -178,6 +181,7 @@ class Waiter:
         "sched",
         "since",
         "state",
+        "timed",
         "woken",
     )
 
@@ -194,6 +198,8 @@ class Waiter:
         self.misses = 0
         self.granted = False
         self.woken = False
+        #: A wait with a timeout: it ends by itself, so it closes no deadlock.
+        self.timed = False
         self._evt = _thread.allocate_lock()
         self._evt.acquire()
 
@@ -282,8 +288,11 @@ class LockBase:
         self._cls.stats.track(self)
 
     def __del__(self) -> None:
-        with contextlib.suppress(AttributeError):  # half-built, or interpreter shutdown
+        # Half-built, or at interpreter shutdown (when even contextlib may be gone).
+        try:
             self._cls.stats.retire(self)
+        except Exception:
+            return
 
     @property
     def lock_class(self) -> LockClass:

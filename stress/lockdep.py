@@ -16,7 +16,7 @@ reported as possible recursive locking.
 
 from __future__ import annotations
 
-import threading
+import _thread
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -99,7 +99,7 @@ class Lockdep:
     def __init__(self, monitor: Monitor) -> None:
         self.monitor = monitor
         self.classes: dict[str, LockClass] = {}
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         #: How often the slow path ran: a known chain must not come here again.
         self.slow_checks = 0
 

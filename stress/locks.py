@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from stress.errors import Cancelled, NotOwnerError, SelfDeadlockError
 from stress.lockcore import Histogram, LockBase, Mode, Nested, Waiter, check_timeout
-from stress.threads import ThreadState, _tls, held_list, holders_of, new_thread
+from stress.threads import ThreadState, _tls, held_list, holders_of, new_thread, note_failed
 
 if TYPE_CHECKING:
     from stress.lockdep import LockKey
@@ -80,16 +80,18 @@ class Mutex(LockBase):
         try:
             self._free.pop()
         except IndexError:
-            return self._contended(blocking, timeout, self._key)
-        try:
-            held = _tls.held
-        except AttributeError:
-            held = new_thread()
-        if len(held) > 1 and blocking and self._key not in held[-1]._after:
-            self._order(held, self._key)
-        held.append(self)
-        self._seen = None
-        return True
+            pass  # taken: wait outside the handler, or Cancelled would chain this IndexError
+        else:
+            try:
+                held = _tls.held
+            except AttributeError:
+                held = new_thread()
+            if len(held) > 1 and blocking and self._key not in held[-1]._after:
+                self._order(held, self._key)
+            held.append(self)
+            self._seen = None
+            return True
+        return self._contended(blocking, timeout, self._key)
 
     def release(self) -> None:
         try:
@@ -131,9 +133,11 @@ class Mutex(LockBase):
         try:
             self._free.pop()
         except IndexError:
-            return self._contended(blocking, timeout, key)
-        self._took(held_list(), key, blocking)
-        return True
+            pass
+        else:
+            self._took(held_list(), key, blocking)
+            return True
+        return self._contended(blocking, timeout, key)
 
     # -- slow paths ----------------------------------------------------------------------
 
@@ -149,6 +153,7 @@ class Mutex(LockBase):
         state: ThreadState = held[0]
         state.nslow += 1
         if not blocking:
+            note_failed(state, self, perf_counter())  # a livelock verdict names the lock
             return False
         mon = self._mon
         if mon.cancelled:
@@ -159,12 +164,13 @@ class Mutex(LockBase):
             self._order(held, key)  # before waiting: an inversion is named before it hangs
         mon.adopt(state)
         waiter = Waiter(state, self, "lock")
-        self._ncont += 1
         with self._guard:
             self._waiters.append(waiter)
             state.waiting = waiter
         if not self._block(waiter, None if timeout < 0 else perf_counter() + timeout):
+            note_failed(state, self, perf_counter())
             return False
+        self._ncont += 1  # an acquisition that had to wait (timeouts and cancels are none)
         self._took(held, key, False)
         if mon.cancelled:
             self.release()
@@ -277,25 +283,27 @@ class TimedMutex(Mutex):
         try:
             self._free.pop()
         except IndexError:
-            if self._contended(blocking, timeout, self._key):
-                f = sys._getframe(1)
-                self._site = (f, f.f_lineno)
-                self._t0 = perf_counter()
-                return True
-            return False
-        try:
-            held = _tls.held
-        except AttributeError:
-            held = new_thread()
-        if len(held) > 1 and blocking and self._key not in held[-1]._after:
-            self._order(held, self._key)
-        held.append(self)
-        self._seen = None
-        self._nacq += 1
-        f = sys._getframe(1)
-        self._site = (f, f.f_lineno)
-        self._t0 = perf_counter()
-        return True
+            pass
+        else:
+            try:
+                held = _tls.held
+            except AttributeError:
+                held = new_thread()
+            if len(held) > 1 and blocking and self._key not in held[-1]._after:
+                self._order(held, self._key)
+            held.append(self)
+            self._seen = None
+            self._nacq += 1
+            f = sys._getframe(1)
+            self._site = (f, f.f_lineno)
+            self._t0 = perf_counter()
+            return True
+        if self._contended(blocking, timeout, self._key):
+            f = sys._getframe(1)
+            self._site = (f, f.f_lineno)
+            self._t0 = perf_counter()
+            return True
+        return False
 
     __enter__ = acquire
 

@@ -15,6 +15,7 @@ the CaseResult, which is also added to the attached RunReport.
 
 from __future__ import annotations
 
+import _thread
 import threading
 import time
 import traceback
@@ -31,8 +32,10 @@ from stress.errors import Cancelled
 from stress.lockcore import Waiter
 from stress.lockdep import LockClass, Lockdep
 from stress.locks import Mutex, TimedMutex
+from stress.rawsync import Flag
 from stress.report import CaseResult, Record, RunReport, chrome_events, open_records
 from stress.rwsem import RWSem
+from stress.samples import Activity
 from stress.sched.locks import ControlledMutex, ControlledRWSem, ControlledTimedMutex
 from stress.sched.timeline import trace_events as schedule_events
 from stress.threads import (
@@ -102,7 +105,7 @@ class Worker:
             if pool is not None
             else threading.Thread(target=self._main, name=name, daemon=True)
         )
-        self._start_lock = threading.Lock()
+        self._start_lock = _thread.allocate_lock()
         self._started = False
 
     def start(self) -> None:
@@ -190,11 +193,11 @@ class Monitor:
         self.cancelled = False
         self.cancel_reason = ""
         self.cancelled_at: float | None = None
-        self._cancel_evt = threading.Event()
+        self._cancel_evt = Flag()
         self._stop_at: float | None = None
         self._stop_reason = ""
         self._states: list[ThreadState] = []
-        self._states_lock = threading.Lock()
+        self._states_lock = _thread.allocate_lock()
         #: Counters of threads that finished and were let go: ops, walks, steps, threads.
         self._retired = [0, 0, 0, 0]
         self._nspawned = 0
@@ -536,6 +539,11 @@ class Monitor:
         wd = self._watchdog
         return {} if wd is None else wd.frozen(now)
 
+    def activities(self, now: float) -> dict[ThreadState, Activity]:
+        """What each watched thread did lately, from its CPU times (from the watchdog)."""
+        wd = self._watchdog
+        return {} if wd is None else wd.activities(now)
+
     def walk_done(self, walk: Walk, t1: float, ended: str | None) -> None:
         ring = self.trace_ring
         if ring is not None:
@@ -564,15 +572,17 @@ class Monitor:
         self._status_at = self.t0 + self.config.status_every_s
         self._status_prev = (self.t0, 0, 0)
         self.running = True
+        use_backstop = self._use_backstop and self.config.backstop
         if self.scheduler is not None:
             # Logical time: no watchdog polls; the run's own thread watches for a task
             # that stops reaching scheduling points (see _run_controlled).
-            if self._use_backstop:
+            if use_backstop:
                 self._backstop.arm(
                     self._wall_cap_s() + self.config.grace_s + self.config.backstop_s
                 )
             return self
-        self._backstop.arm(self.config.backstop_at_s)
+        if use_backstop:
+            self._backstop.arm(self.config.backstop_at_s)
         self._watchdog = Watchdog(self)
         self._watchdog.start()
         return self
@@ -682,13 +692,17 @@ class Monitor:
     def _prune(self) -> None:
         """Let go of threads that finished holding nothing: a long run spawns thousands.
 
-        Their counts move to the retired totals; a thread that died holding a lock stays,
-        as the holder it still is.
+        Their counts move to the retired totals; a thread that died holding a lock of this
+        run stays, as the holder it still is (another run's locks keep it in no run).
         """
         with self._states_lock:
             keep = []
             for st in self._states:
-                if st.thread.ident is not None and not st.thread.is_alive() and len(st.held) == 1:
+                if (
+                    st.thread.ident is not None
+                    and not st.thread.is_alive()
+                    and not any(getattr(x, "monitor", None) is self for x in st.held_locks())
+                ):
                     self._retired[0] += st.ops
                     self._retired[1] += st.nwalks
                     self._retired[2] += st.steps
@@ -834,6 +848,9 @@ class Monitor:
                 "polls": polls,
                 "busy_s": round(busy, 4),
                 "busy_pct": round(100.0 * busy / elapsed, 3),
+                "cpu_pct": round(100.0 * (wd.cpu_s if wd is not None else 0.0) / elapsed, 3),
+                # Checks put off because a thread only lacked a CPU (an overloaded machine).
+                "deferred_for_overload": wd.deferred if wd is not None else 0,
             },
             "lockdep": {
                 "classes": len(self.lockdep.classes),
@@ -881,7 +898,7 @@ class Monitor:
 
 
 _default: Monitor | None = None
-_default_lock = threading.Lock()
+_default_lock = _thread.allocate_lock()
 
 
 def default_monitor() -> Monitor:

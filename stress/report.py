@@ -149,7 +149,7 @@ def _case_text(index: int, total: int, case: CaseResult) -> list[str]:
         lines.append(f"{len(case.verdicts)} verdict(s), first at {case.first_defect_s:.3f} s:")
         for n, verdict in enumerate(case.verdicts, 1):
             lines.append("")
-            body = verdict.text()
+            body = verdict.lines()
             lines.append(f"[{n}] {body[0]}")
             lines += body[1:]
     else:
@@ -178,13 +178,8 @@ def _case_text(index: int, total: int, case: CaseResult) -> list[str]:
 def _lock_table(classes: dict[str, dict[str, Any]]) -> list[str]:
     if not classes:
         return []
-    lines = [
-        "",
-        "Locks (per class; wait and hold as p50/p99/max; '-' where not measured: "
-        "acquisitions and holds need timing on):",
-        f"  {'class':<20}{'locks':>7}{'acquired':>12}{'contended':>11}"
-        f"{'wait':>22}{'hold':>22}{'longest seen':>14}",
-    ]
+    header = ("class", "locks", "acquired", "contended", "wait", "hold", "longest seen")
+    rows: list[tuple[str, ...]] = []
     for name, c in sorted(classes.items()):
         w, h = c["wait"], c["hold"]
         wait = "/".join(_us(w[k]) for k in ("p50_us", "p99_us", "max_us")) if w["count"] else "-"
@@ -193,13 +188,35 @@ def _lock_table(classes: dict[str, dict[str, Any]]) -> list[str]:
         contended = (
             f"{c['contentions']:,}"
             if c["contention_pct"] is None
-            else f"{c['contention_pct']:.1f}%"
+            else f"{c['contentions']:,} ({c['contention_pct']:.1f}%)"
         )
-        lines.append(
-            f"  {name:<20}{c['instances']:>7,}{acquired:>12}{contended:>11}"
-            f"{wait:>22}{hold:>22}{c['longest_hold_seen_s']:>12.3f} s"
+        rows.append(
+            (
+                name,
+                f"{c['instances']:,}",
+                acquired,
+                contended,
+                wait,
+                hold,
+                f"{c['longest_hold_seen_s']:.3f} s",
+            )
         )
-    return lines
+    # Widths from the cells themselves, two spaces between columns: long class names and
+    # wait figures never run into their neighbours.
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: tuple[str, ...]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = (cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))
+        return "  " + "  ".join([first, *rest])
+
+    return [
+        "",
+        "Locks (per class; contended = acquisitions that had to wait; wait and hold as "
+        "p50/p99/max; '-' where not measured: acquisitions and holds need timing on):",
+        line(header),
+        *(line(r) for r in rows),
+    ]
 
 
 # -- trace.json --------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from stress.errors import Cancelled, NotOwnerError, SelfDeadlockError
 from stress.lockcore import LockBase, Mode, Nested, Waiter
-from stress.threads import ThreadState, _tls, new_thread
+from stress.threads import ThreadState, _tls, new_thread, note_failed
 
 if TYPE_CHECKING:
     from stress.lockdep import LockKey
@@ -111,6 +111,7 @@ class RWSem(LockBase):
                 return True
             state.nslow += 1
             if not blocking:
+                note_failed(state, self, perf_counter())
                 return False
         mon = self._mon
         if mon.cancelled:
@@ -120,9 +121,9 @@ class RWSem(LockBase):
         with self._guard:
             self._waiters.append(waiter)
             state.waiting = waiter
-            self._ncont += 1
             self._kick_locked()  # it may have been given back meanwhile
         self._block(waiter, None)
+        self._ncont += 1  # counted once granted: a cancelled wait acquired nothing
         held.append(entry)
         if mon.cancelled:
             self._up(mode)

@@ -30,7 +30,9 @@ if TYPE_CHECKING:
     from stress.walks import Walk
 
 _registry: dict[int, ThreadState] = {}
-_registry_lock = threading.Lock()
+_registry_lock = _thread.allocate_lock()
+#: Names of the harness's own _thread threads, taken by their ThreadState.
+_harness_names: dict[int, str] = {}
 _tids = itertools.count(1)
 
 _STRESS_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -50,15 +52,17 @@ class ThreadState:
         "nslow",
         "nwalks",
         "ops",
+        "parked",
         "steps",
         "thread",
         "tid",
         "tracked_by",
+        "trying",
         "waiting",
         "walks",
     )
 
-    def __init__(self, thread: threading.Thread) -> None:
+    def __init__(self, thread: Any) -> None:
         self.held: list[Any] = [self]
         self.thread = thread
         self.name = thread.name
@@ -79,6 +83,12 @@ class ThreadState:
         self.walks: list[Walk] = []
         #: True while in Monitor.pause(): idle by choice, never a stall.
         self.idle = False
+        #: A wait that is not for a lock (a condition, event, semaphore, barrier):
+        #: (what, object, perf_counter time since); shown in reports, never a wait-for edge.
+        self.parked: tuple[str, Any, float] | None = None
+        #: Locks whose non-blocking or timed acquisitions failed lately:
+        #: lock -> [failures, first, last (perf_counter), lock acquisitions at the first].
+        self.trying: dict[Any, list[Any]] | None = None
 
     def holds(self, lock: object) -> bool:
         return any(_lock_of(entry) is lock for entry in self.held[1:])
@@ -87,7 +97,7 @@ class ThreadState:
         return [_lock_of(entry) for entry in self.held[1:]]
 
     def alive(self) -> bool:
-        return self.thread.is_alive()
+        return bool(self.thread.is_alive())
 
     def __repr__(self) -> str:
         return f"<ThreadState {self.name} tid={self.tid}>"
@@ -104,9 +114,73 @@ def _lock_of(entry: Any) -> Any:
 _tls: Any = _thread._local()
 
 
+class ForeignThread:
+    """Stands in for the Thread object of a thread `threading` does not know.
+
+    A thread started with `_thread.start_new_thread` has none; asking
+    threading.current_thread() would make a _DummyThread, which says it is alive for
+    ever and stays in threading's table after the thread is gone.  This one dies with
+    the thread: a sentinel in the thread's local storage marks it when it is freed.
+    """
+
+    daemon = True
+
+    def __init__(self, ident: int, name: str) -> None:
+        self.ident = ident
+        self.name = name
+        self.alive = True
+
+    def is_alive(self) -> bool:
+        return self.alive
+
+    def __repr__(self) -> str:
+        return f"<ForeignThread {self.name} {'alive' if self.alive else 'gone'}>"
+
+
+class _Sentinel:
+    __slots__ = ("thread",)
+
+    def __init__(self, thread: ForeignThread) -> None:
+        self.thread = thread
+
+    def __del__(self) -> None:
+        self.thread.alive = False
+
+
+def _thread_object() -> Any:
+    """The calling thread's Thread object, without creating one."""
+    ident = _thread.get_ident()
+    known: Any = getattr(threading, "_active", {}).get(ident)
+    dummy = getattr(threading, "_DummyThread", ())
+    if known is None or isinstance(known, dummy):
+        # Started and still in its bootstrap (Thread.start waits for an Event it sets
+        # before it is entered in threading's table).  A _DummyThread found under its
+        # ident may be a dead thread's: idents are reused and dummies never leave.
+        for candidate in list(getattr(threading, "_limbo", {})):
+            if getattr(candidate, "_ident", None) == ident:
+                known = candidate
+                break
+    if known is not None and not isinstance(known, dummy):
+        return known
+    name = _harness_names.pop(ident, None)
+    if name is None:
+        name = known.name if known is not None else f"foreign-{threading.get_native_id()}"
+    stand_in = ForeignThread(ident, name)
+    _tls.sentinel = _Sentinel(stand_in)
+    return stand_in
+
+
+def name_harness_thread(name: str | None) -> None:
+    """Name the calling _thread thread (one of the harness's own) for reports; None: forget."""
+    if name is None:
+        _harness_names.pop(_thread.get_ident(), None)
+    else:
+        _harness_names[_thread.get_ident()] = name
+
+
 def new_thread() -> list[Any]:
     """Create the calling thread's state; return its held list."""
-    state = ThreadState(threading.current_thread())
+    state = ThreadState(_thread_object())
     _tls.held = state.held
     with _registry_lock:
         _registry[state.tid] = state
@@ -135,6 +209,23 @@ def all_threads() -> list[ThreadState]:
             if len(state.held) == 1 and not state.thread.is_alive():
                 del _registry[tid]
         return list(_registry.values())
+
+
+#: A thread remembers failed attempts on at most this many locks at once.
+MAX_TRYING = 64
+
+
+def note_failed(state: ThreadState, lock: Any, now: float) -> None:
+    """`state` failed to take `lock` without waiting for it (trylock, timeout)."""
+    trying = state.trying
+    if trying is None:
+        trying = state.trying = {}
+    entry = trying.get(lock)
+    if entry is not None:
+        entry[0] += 1
+        entry[2] = now
+    elif len(trying) < MAX_TRYING:
+        trying[lock] = [1, now, now, getattr(lock, "_nacq", 0)]
 
 
 def holders_of(lock: object) -> list[ThreadState]:

@@ -12,8 +12,8 @@ so they share dedup, stop policy and reports with the watchdog's.
 
 from __future__ import annotations
 
+import _thread
 import hashlib
-import threading
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,8 +81,15 @@ class Verdict:
             "replay": self.replay,
         }
 
-    def text(self) -> list[str]:
+    def text(self) -> str:
         """The verdict as report.txt prints it, for someone who never saw the code."""
+        return "\n".join(self.lines())
+
+    def __str__(self) -> str:
+        return self.text()
+
+    def lines(self) -> list[str]:
+        """text(), one list item per line."""
         repeat = (
             f", seen {self.count} times (last at {self.last_at_s:.3f} s)" if self.count > 1 else ""
         )
@@ -139,7 +146,7 @@ class VerdictBook:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self.verdicts: list[Verdict] = []
         self._by_signature: dict[str, Verdict] = {}
         self._active: dict[Hashable, Verdict] = {}

@@ -126,8 +126,7 @@ def test_hung_case_fails_its_item_and_the_session_goes_on(
             "hung: 1 thread(s) did not stop within grace_s (0.5 s) of cancellation: kswapd-0",
             "variant=2.6.34 seed=1: *",
             "*",
-            "verdict 1 of *: stall at * s: *kswapd-0 made no progress*",
-            "*",
+            # It sleeps outside any lock: no verdict calls it a stall, but it never stops.
             "stuck: kswapd-0*",
             "    conftest.py:* in kswapd: time.sleep(0.005)*",
         ],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -232,7 +233,8 @@ def test_repr_and_info_say_who_holds_and_who_waits(lock: Any, thread: Any) -> No
     assert info["waiters"][0]["waited_s"] >= 0
     lock.release()
     assert _wait_until(lambda: any(h["thread"] == "queued" for h in lock.info()["holders"]))
-    assert info["contentions"] >= 1 or lock.info()["contentions"] >= 1
+    # Counted once the waiter has the lock (a wait that timed out acquired nothing).
+    assert _wait_until(lambda: lock.info()["contentions"] == 1)
 
 
 def test_self_deadlock_without_watchdog_raises(lock: Any) -> None:
@@ -418,3 +420,57 @@ def test_rwsem_nested_write_is_annotated_not_recursive(monitor_factory: Any) -> 
     child.up_write()
     parent.up_write()
     assert [v.kind for v in mon.verdicts] == ["lock-order"]
+
+
+# -- statistics and cancellation fixes ---------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["mutex", "timed-mutex", "rwsem-write"])
+def test_a_cancelled_wait_in_a_plain_thread_chains_no_index_error(kind: str, thread: Any) -> None:
+    # A plain thread (not spawned) sees Cancelled escape its with-statement; its traceback
+    # must not show the empty lock word's IndexError as the cause.
+    mon = Monitor(Config(timing=kind == "timed-mutex"), name="cancel-plain")
+    lock = KINDS[kind](mon)
+    caught: list[BaseException] = []
+
+    def blocked() -> None:
+        try:
+            with lock:
+                pass
+        except Cancelled as exc:
+            caught.append(exc)
+
+    with mon:
+        lock.acquire()
+        t = thread(blocked, name="plain")
+        assert _wait_until(lambda: len(lock.info()["waiters"]) == 1)
+        mon.cancel("test over")
+        t.join(5)
+        lock.release()
+    (exc,) = caught
+    assert exc.__context__ is None
+    assert "IndexError" not in "".join(traceback.format_exception(exc))
+
+
+def test_contentions_count_only_acquisitions_that_waited(mon: Monitor, thread: Any) -> None:
+    lock = TimedMutex("stat", "stat#1", monitor=mon)
+
+    def give_up() -> None:
+        for _ in range(5):
+            assert lock.acquire(timeout=0.005) is False
+
+    def wait_for_it() -> None:
+        with lock:
+            pass
+
+    lock.acquire()
+    thread(give_up, name="timeouts").join(5)
+    waiter = thread(wait_for_it, name="waiter")
+    assert _wait_until(lambda: len(lock.waiters()) == 1)
+    lock.release()
+    waiter.join(5)
+    stats = mon.stats()["lock_classes"]["stat"]
+    # 2 acquisitions (main, waiter), 1 of them contended; 5 timeouts acquired nothing.
+    assert (stats["acquisitions"], stats["contentions"]) == (2, 1)
+    assert stats["contention_pct"] == 50.0
+    assert stats["wait"]["max_us"] >= stats["wait"]["p50_us"]

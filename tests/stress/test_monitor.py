@@ -340,6 +340,9 @@ def test_report_defect_with_an_exception_proves_it_with_the_raise_site(
     assert "deep_model_function" in verdict.chain[0]
 
 
+# Not under pytest --rmapstress-watch: the watch's own monitor and watchdog let go of a
+# finished thread (and so of this run) only at their next prune, up to a second later.
+@pytest.mark.rmapstress(watch=False)
 @pytest.mark.timeout(30)
 def test_a_finished_run_is_let_go_even_if_a_thread_died_holding_a_lock(fast: Config) -> None:
     """A worker that oopses keeps its lock (like the kernel); the run must still be freed."""
@@ -380,3 +383,48 @@ def test_short_lived_threads_are_pruned_and_still_counted(fast: Config) -> None:
     assert result.stats["threads"] > 100  # every child counted ...
     assert result.stats["ops"] >= result.stats["threads"] - 2
     assert len(mon.states()) < result.stats["threads"] / 4  # ... but few are still kept
+
+
+def test_the_harness_runs_with_threading_replaced(
+    fast: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Code under test may replace threading's primitives (the watch mode does): the
+    # monitor, its watchdog and lockdep must not use them, and threads threading does
+    # not know (started with _thread) must get no _DummyThread that lives for ever.
+    import _thread
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the harness used a threading primitive")
+
+    for name in ("Lock", "RLock", "Condition", "Event", "Semaphore", "Barrier"):
+        monkeypatch.setattr(threading, name, refuse)
+    dummies = sum(isinstance(t, threading._DummyThread) for t in threading.enumerate())
+    mon = Monitor(fast.replace(stop_on=frozenset({"deadlock"})), name="replaced")
+    a, b = mon.spinlock("alpha", "alpha#1"), mon.spinlock("beta", "beta#1")
+    ended = _thread.allocate_lock()
+    ended.acquire()
+    gone: list[str] = []
+
+    def cross(first: Any, second: Any) -> None:
+        try:
+            with first:
+                while not (a.locked() and b.locked()):
+                    time.sleep(0.001)
+                with second:
+                    pass
+        except Cancelled:
+            gone.append("cancelled")
+        finally:
+            if len(gone) == 2:
+                ended.release()
+
+    with mon:
+        _thread.start_new_thread(cross, (a, b))
+        _thread.start_new_thread(cross, (b, a))
+        assert ended.acquire(True, 10), "the deadlock was not broken"
+    kinds = sorted({v.kind for v in mon.verdicts})
+    assert kinds == ["deadlock", "lock-order"]
+    deadlock = next(v for v in mon.verdicts if v.kind == "deadlock")
+    assert all(name.startswith("foreign-") for name in deadlock.threads)
+    monkeypatch.undo()
+    assert sum(isinstance(t, threading._DummyThread) for t in threading.enumerate()) == dummies

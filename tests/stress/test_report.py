@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -235,3 +236,52 @@ def test_tracing_can_be_switched_off(tmp_path: Path) -> None:
     body = json.loads((tmp_path / "untraced" / "trace.json").read_text())
     assert [e for e in body["traceEvents"] if e["ph"] == "X"] == []
     assert not (tmp_path / "untraced" / "events.jsonl").exists()
+
+
+def test_verdict_text_is_one_string() -> None:
+    from stress.verdicts import Verdict
+
+    v = Verdict(kind="stall", summary="stall: w-1 made no progress", source="watchdog")
+    text = v.text()
+    assert isinstance(text, str)
+    assert text.splitlines() == v.lines()
+    assert text.splitlines()[:2] == ["STALL at 0.000 s [watchdog]", "  stall: w-1 made no progress"]
+    assert str(v) == text
+
+
+def test_lock_table_columns_never_run_together() -> None:
+    from stress.lockcore import Histogram
+    from stress.report import CaseResult, render_text
+
+    wait = Histogram()
+    for us in (524_300, 700_000, 3_400_000):
+        wait.add(us / 1e6)
+    cls = {
+        "instances": 2,
+        "acquisitions": 3,
+        "contentions": 3,
+        "contention_pct": 100.0,
+        "wait": wait.to_dict(),
+        "hold": Histogram().to_dict(),
+        "longest_hold_seen_s": 12.5,
+    }
+    stats = {"lock_classes": {"a-rather-long-lock-class-name": cls, "b": cls}}
+    case = CaseResult("c", {}, "clean", None, 1.0, [], stats)
+    text = render_text("demo", [case])
+    rows = text[text.index("Locks (per class") :].splitlines()[1:]
+    assert len(rows) == 3
+    for row in rows:  # seven cells, at least two spaces apart
+        assert len(re.split(r"\s{2,}", row.strip())) == 7, row
+    assert "3 (100.0%)" in rows[1]
+
+
+def test_quantiles_never_exceed_the_longest_duration() -> None:
+    from stress.lockcore import Histogram
+
+    h = Histogram()
+    for _ in range(3):
+        h.add(600e-6)  # bucket [512, 1024) us
+    d = h.to_dict()
+    assert d["p50_us"] <= d["max_us"] and d["p99_us"] <= d["max_us"]
+    assert d["p50_us"] == 600
+

@@ -100,7 +100,7 @@ def test_contended_clean_run_has_no_verdict(tmp_path: Path) -> None:
     mon.spawn(hibernate, name="hibernate")
     result = mon.run()
 
-    assert result.verdicts == [], "\n".join(line for v in result.verdicts for line in v.text())
+    assert result.verdicts == [], "\n".join(v.text() for v in result.verdicts)
     assert result.late == [] and result.errors == [] and result.stuck == []
     assert result.outcome == "clean"
     assert result.cancel_reason == f"end of budget ({SOAK_S:g} s)"

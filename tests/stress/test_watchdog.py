@@ -7,7 +7,11 @@ runs on a loaded 2-core machine, and the figures that matter live in bench/.
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -15,6 +19,7 @@ from typing import Any
 import pytest
 
 from stress import Config, Monitor
+from stress.samples import CPU_TIMES, RUN_QUEUE
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -222,6 +227,13 @@ def test_spin_retry_livelock(monitor_factory: Any, fast: Config) -> None:
     assert set(v.threads) == {"polite-1", "polite-2"}
     assert all(s >= fast.verdict_s for s in v.evidence["no_progress_s"].values())
     assert all(n > 100 for n in v.evidence["contended_or_failed_attempts"].values())
+    # It names the locks whose trylocks keep failing, and the CPU share the OS measured
+    # (the threads mostly wait at the barrier: far from "busy 100%").
+    assert set(v.locks) == {"alpha#1", "beta#1"}
+    assert v.evidence["failing_locks"] == {"polite-1": ["beta#1"], "polite-2": ["alpha#1"]}
+    assert "keep failing to take" in v.summary
+    if CPU_TIMES:
+        assert all(b < 0.9 for b in v.evidence["busy_fraction"].values())
     assert v.at_s < fast.verdict_s + 2 * fast.poll_s + SLACK_S
     assert_within_budget(mon, elapsed)
 
@@ -320,13 +332,33 @@ def test_fair_lock_does_not_starve_anyone(monitor_factory: Any, fast: Config) ->
     assert result.stats["ops"] > 100
 
 
+def test_a_thread_sleeping_outside_locks_is_never_a_stall(
+    monitor_factory: Any, fast: Config
+) -> None:
+    mon = monitor_factory(fast.replace(duration_s=2 * fast.verdict_s + 0.5), name="napper")
+    lock = mon.spinlock("anon_vma", "anon_vma#3")
+
+    def worker() -> None:
+        with lock:
+            mon.progress()
+        time.sleep(2 * fast.verdict_s)  # healthy: it holds nothing and nobody needs it
+
+    mon.spawn(worker, name="napper")
+    result, _ = timed_run(mon)
+    assert result.verdicts == []
+
+
 def test_stall(monitor_factory: Any, fast: Config) -> None:
-    mon = monitor_factory(fast, name="stall")
+    # Nobody waits for the lock, so its long hold hangs nobody; but the worker promised
+    # progress and stopped, holding a lock: a stall.
+    mon = monitor_factory(fast.replace(hold_needs_waiters=True), name="stall")
+    lock = mon.spinlock("anon_vma", "anon_vma#4")
     nap = 1.5
 
     def worker() -> None:
         mon.progress()
-        time.sleep(nap)  # holds nothing, waits for nothing the harness knows
+        with lock:
+            time.sleep(nap)  # waits for nothing the harness knows, holding the lock
 
     mon.spawn(worker, name="stuck-worker")
     result, elapsed = timed_run(mon)
@@ -334,6 +366,7 @@ def test_stall(monitor_factory: Any, fast: Config) -> None:
     assert v.kind == "stall"
     assert v.threads == ["stuck-worker"]
     assert "in worker: time.sleep(nap)" in v.evidence["at"]["stuck-worker"]
+    assert v.evidence["held"] == {"stuck-worker": ["anon_vma#4"]}
     assert v.evidence["no_progress_s"]["stuck-worker"] >= fast.verdict_s
     assert elapsed <= nap + fast.grace_s + SLACK_S
 
@@ -408,3 +441,110 @@ def test_second_read_behind_a_queued_writer_deadlocks(monitor_factory: Any, fast
         "mmap-1": "write",
     }
     assert_within_budget(mon, elapsed)
+
+
+class Link:
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.next: Link | None = None
+
+
+def rho_list() -> Link:
+    """a -> b -> c -> d -> b: the tail points back into the middle."""
+    nodes = [Link(k) for k in "abcd"]
+    for x, y in itertools.pairwise(nodes):
+        x.next = y
+    nodes[-1].next = nodes[1]
+    return nodes[0]
+
+
+@pytest.mark.skipif(not CPU_TIMES, reason="needs per-thread CPU clocks (Linux)")
+def test_a_holder_spinning_over_a_ring_is_a_list_loop(monitor_factory: Any, fast: Config) -> None:
+    # No walk() here: the watchdog sees the holder stay in one loop while its CPU time
+    # advances, and finds the ring among the loop's variables.
+    mon = monitor_factory(fast, name="spin-ring")
+    lock = mon.spinlock("table", "table#1")
+    head = rho_list()
+
+    def lookup(key: str) -> None:
+        with lock:
+            node: Any = head
+            while node.key != key and not mon.cancelled:  # "z" is not there
+                node = node.next
+
+    mon.spawn(lookup, "z", name="finder", tracked=False)
+    mon.spawn(wait_then_take, lock, name="waiter", tracked=False)
+    result, elapsed = timed_run(mon)
+    (v,) = result.verdicts
+    assert v.kind == "list-loop" and v.source == "watchdog"
+    assert v.locks == ["table#1"] and v.threads == ["finder", "waiter"]
+    loop_line = lookup.__code__.co_firstlineno + 3
+    assert v.evidence["loop"].endswith(f"test_watchdog.py:{loop_line}")
+    assert v.evidence["ring"]["variable"] == "head" and v.evidence["ring"]["lead"] == 1
+    assert v.evidence["ring"]["length"] == 3
+    assert v.evidence["waiters"] == ["waiter"]
+    assert f"finder loops at test_watchdog.py:{loop_line}" in v.summary
+    assert "1 node(s) lead into a ring of 3" in v.summary
+    assert v.chain[0].startswith("waiter waits for table#1, held ")
+    assert_within_budget(mon, elapsed)
+
+
+@pytest.mark.skipif(not CPU_TIMES, reason="needs per-thread CPU clocks (Linux)")
+def test_a_holder_spinning_in_one_loop_is_a_suspected_endless_loop(
+    monitor_factory: Any, fast: Config
+) -> None:
+    mon = monitor_factory(fast, name="spin")
+    lock = mon.spinlock("table", "table#2")
+
+    def spinner() -> None:
+        with lock:
+            n = 0
+            while not mon.cancelled:
+                n += 1
+
+    mon.spawn(spinner, name="spinner", tracked=False)
+    mon.spawn(wait_then_take, lock, name="waiter", tracked=False)
+    result, elapsed = timed_run(mon)
+    (v,) = result.verdicts
+    assert v.kind == "livelock"
+    assert v.summary.startswith("suspected endless loop: spinner has spun at test_watchdog.py:")
+    assert "holding table#2; 1 waiting" in v.summary
+    assert v.evidence["cpu"] > 0.05 and v.evidence["waiters"] == ["waiter"]
+    assert v.evidence["held_s"] >= fast.hold_s
+    assert_within_budget(mon, elapsed)
+
+
+@pytest.mark.skipif(
+    not (RUN_QUEUE and hasattr(os, "sched_setaffinity")), reason="needs schedstat (Linux)"
+)
+def test_a_holder_that_only_lacks_a_cpu_is_no_long_hold(monitor_factory: Any, fast: Config) -> None:
+    # Three busy processes share one CPU with the holder: its 0.15 s of work takes about
+    # four times that, past its budget.  It waited for a CPU more than it ran: the
+    # machine is overloaded, nothing hangs, and the watchdog defers instead of accusing.
+    cpu = min(os.sched_getaffinity(0))
+    hogs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(3)
+    ]
+    try:
+        for hog in hogs:
+            os.sched_setaffinity(hog.pid, {cpu})
+        mon = monitor_factory(fast, name="starved")
+        lock = mon.spinlock("anon_vma", "anon_vma#8")
+
+        def holder() -> None:
+            os.sched_setaffinity(threading.get_native_id(), {cpu})
+            with lock:
+                start = time.thread_time()
+                while time.thread_time() - start < 0.15:
+                    pass
+
+        mon.spawn(holder, name="starved", tracked=False)
+        mon.spawn(wait_then_take, lock, name="waiter", tracked=False)
+        result, _ = timed_run(mon)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait(10)
+    assert result.verdicts == [], [v.summary for v in result.verdicts]
+    assert result.stats["watchdog"]["deferred_for_overload"] > 0
+    assert result.stats["lock_classes"]["anon_vma"]["longest_hold_seen_s"] > fast.hold_s
