@@ -1,10 +1,13 @@
-"""The swap cache's page references: taken under swap_lock, as find_get_page takes them.
+"""The swap cache's page references: never revive a page reclaim freed.
 
-Taken after swap_lock is released, the reference can come too late: reclaim may drop
-the swap cache's reference in between and free the page, and the late get_page revives
-a free page that is then freed a second time.  Found by running the workload under
-`pytest --rmapstress-watch` (slower, Python-level locks open the window); here the
-window is forced open by a swap_lock that lets "another CPU" run as it is released.
+A plain get_page taken after the lookup can come too late: reclaim may drop the
+swap cache's reference in between and free the page, and the late get_page revives a
+free page that is then freed a second time.  Found by running the workload under
+`pytest --rmapstress-watch` (slower, Python-level locks open the window).  So
+free_swap_and_cache takes its reference under swap_lock, and the lock-free lookups take
+a speculative one that fails on a freed page (find_get_page).  Here the window is
+forced open: by a swap_lock that lets "another CPU" run as it is released, or by
+reclaim run at the lookup's scheduling point.
 """
 
 from __future__ import annotations
@@ -63,12 +66,30 @@ def test_zapping_the_last_swap_pte_takes_its_page_reference_under_swap_lock() ->
     assert not page.in_use and page.count == 0
 
 
-def test_a_swap_cache_lookup_takes_its_reference_under_swap_lock() -> None:
+def test_a_swap_cache_lookup_takes_no_reference_on_a_page_reclaim_freed() -> None:
+    # The lookup takes no lock (RCU in the kernel): reclaim may free the page between
+    # reading the slot and taking the reference.  The reference is speculative, so it
+    # fails on the freed page and the lookup looks again, instead of reviving it.
     k = Kernel("2.6.34")
     page, slot = cached_page(k)
-    k.swap.lock = RacingLock()  # type: ignore[assignment]
-    k.swap.lock.then = reclaim(k, page)  # type: ignore[attr-defined]
+    late = reclaim(k, page)
+    seen: list[str] = []
+
+    def window(where: str) -> None:
+        seen.append(where)
+        if where == "find_get_page:speculative" and len(seen) == 1:
+            late()
+
+    k.yield_point = window
     found = swap.lookup_swap_cache(k, slot)
-    assert found is page and page.in_use and page.count == 1
-    k.put_page(page)  # raised "freeing page#0 twice": the lookup had revived a free page
-    assert not page.in_use
+    assert seen[0] == "find_get_page:speculative"
+    assert found is None and not page.in_use and page.count == 0
+
+
+def test_a_swap_cache_lookup_takes_a_reference_beside_the_cache() -> None:
+    k = Kernel("2.6.34")
+    page, slot = cached_page(k)
+    found = swap.lookup_swap_cache(k, slot)
+    assert found is page and page.in_use and page.count == 2
+    k.put_page(page)
+    assert page.in_use and page.count == 1  # the swap cache's reference is left
