@@ -158,7 +158,11 @@ def check(
                 continue
             if not holder.holds(lock):  # released since the watchdog looked
                 continue
-        elif not holder.holds(lock) or _exit_explained(mon, holder):
+        elif (
+            not _exit_leaks(lock)
+            or not holder.holds(lock)
+            or _exit_explained(mon, holder)
+        ):
             continue  # (a dead thread's books no longer change: this look is final)
         key = (KIND, id(lock), holder.tid, since)
         seen.add(key)
@@ -168,6 +172,12 @@ def check(
         _record_or_refresh(
             mon, key, lambda x=lock, h=holder, s=stray, t=since: leaked(x, h, s, snap, since=t)
         )
+
+
+def _exit_leaks(lock: Any) -> bool:
+    """Whether a taker's exit with `lock` held is a leak (see LockBase.leak_on_exit)."""
+    policy = getattr(lock, "leak_on_exit", "always")
+    return policy == "always" or (policy == "waited" and bool(lock.waiters()))
 
 
 def _record_or_refresh(mon: Monitor, key: Hashable, build: Any) -> None:

@@ -265,6 +265,11 @@ class LockBase:
 
     #: Whether `_nacq` counts every acquisition (the plain Mutex skips it for speed).
     counts_acquisitions = True
+    #: When a thread that exits holding the lock leaked it: "always" for the harness's
+    #: kernel-style locks; "waited" (once someone waits for it) for threading's RLock,
+    #: which a program may leave held with nobody the worse; "never" for threading's
+    #: Lock, which any thread may release, so its taker's exit proves nothing.
+    leak_on_exit: str = "always"
 
     def __init__(
         self, lock_class: str, name: str | None, monitor: Monitor | None, subclass: int

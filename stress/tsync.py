@@ -369,6 +369,8 @@ class Lock(_ThreadingLock):
 
     __slots__ = ()
 
+    leak_on_exit = "never"  # released by another thread is legal: no owner
+
     def __init__(self, *, monitor: Monitor | None = None, site: Site | None = None) -> None:
         super().__init__(monitor, site)
 
@@ -462,6 +464,7 @@ class RLock(_ThreadingLock):
     __slots__ = ("_count",)
 
     kind = "RLock"
+    leak_on_exit = "waited"
 
     def __init__(self, *, monitor: Monitor | None = None, site: Site | None = None) -> None:
         super().__init__(monitor, site)

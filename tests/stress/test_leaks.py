@@ -169,3 +169,70 @@ def test_a_strict_mutex_still_refuses_a_stray_unlock(monitor_factory: Any, fast:
     with pytest.raises(NotOwnerError):
         lock.release()
     assert mon.strays == []
+
+
+def test_a_threading_lock_left_to_another_thread_is_no_leak(
+    monitor_factory: Any, fast: Config
+) -> None:
+    # threading.Lock has no owner: taking it in one thread and releasing it in another
+    # is legal (CPython's lock_tests do it), so its taker's exit proves nothing.
+    from stress.tsync import Lock
+
+    mon = monitor_factory(fast, name="handed-over")
+    lock = Lock(monitor=mon)
+    polls_while_left: list[int] = []
+
+    def take_and_leave() -> None:
+        lock.acquire()
+
+    def release_later(taker: Any) -> None:
+        while not taker.finished:
+            mon.pause(0.005)
+        wd = mon._watchdog
+        first = wd.polls
+        while wd.polls < first + 3:  # the watchdog looks at the dead taker's hold
+            mon.pause(0.005)
+        polls_while_left.append(wd.polls - first)
+        lock.release()
+        mon.cancel("done")
+
+    taker = mon.spawn(take_and_leave, name="signaller", tracked=False)
+    mon.spawn(release_later, taker, name="releaser", tracked=False)
+    result = mon.run()
+    assert polls_while_left and polls_while_left[0] >= 3
+    assert [v.kind for v in result.verdicts] == []
+    assert not lock.locked()
+
+
+def test_a_threading_rlock_left_held_leaks_once_someone_waits(
+    monitor_factory: Any, fast: Config
+) -> None:
+    # An RLock only its owner can release: left held by a thread that exited, it is lost.
+    # Nobody is the worse until someone waits for it (CPython's lock_tests leave one so).
+    from stress.tsync import RLock
+
+    mon = monitor_factory(fast, name="rlock-left")
+    lock = RLock(monitor=mon)
+    quiet_polls: list[int] = []
+
+    def take_and_leave() -> None:
+        lock.acquire()
+
+    def come_later(taker: Any) -> None:
+        while not taker.finished:
+            mon.pause(0.005)
+        wd = mon._watchdog
+        first = wd.polls
+        while wd.polls < first + 3:
+            mon.pause(0.005)
+        quiet_polls.append(len(mon.verdicts))
+        lock.acquire()  # waits for ever: the run ends on the verdict
+
+    taker = mon.spawn(take_and_leave, name="owner", tracked=False)
+    mon.spawn(come_later, taker, name="latecomer", tracked=False)
+    result = mon.run()
+    assert quiet_polls == [0]  # three looks at the dead owner's hold: nothing said
+    assert [v.kind for v in result.verdicts] == ["leaked-lock"]
+    (v,) = result.verdicts
+    assert "owner" in v.summary and "exited without releasing it" in v.summary
+    assert v.evidence["waiters"] == 1 and "latecomer" in v.text()
