@@ -28,6 +28,7 @@ from stress.errors import (
     StressError,
     StuckThreadsError,
 )
+from stress.interrupts import Interrupts
 from stress.lockdep import LockClass
 from stress.locks import Mutex, TimedMutex
 from stress.monitor import Monitor, Status, Worker, default_monitor
@@ -45,6 +46,7 @@ __all__ = [
     "CaseResult",
     "Config",
     "ConfigError",
+    "Interrupts",
     "LadderError",
     "LockClass",
     "LockError",

@@ -152,6 +152,8 @@ class Monitor:
         self.started_at = time.time()
         self.running = False
         self.cancelled = False
+        #: Cut short from outside (interrupt()): the outcome is 'interrupted'.
+        self.interrupted = False
         self.cancel_reason = ""
         self.cancelled_at: float | None = None
         self._cancel_evt = threading.Event()
@@ -470,6 +472,14 @@ class Monitor:
             if waiter is not None and waiter.lock.monitor is self:
                 waiter.wake()
 
+    def interrupt(self, reason: str) -> None:
+        """Cut the run short from outside (a signal, a test timeout): cancel it and mark its
+        outcome 'interrupted', unless it had already ended or a stopping verdict had already
+        decided it (then only its linger is cut)."""
+        if not self.cancelled and self._stop_at is None and self._final is None:
+            self.interrupted = True
+        self.cancel(reason)
+
     def _watched(self) -> list[ThreadState]:
         mine = self.states()
         known = set(mine)
@@ -600,6 +610,8 @@ class Monitor:
         verdicts = self.book.snapshot()
         if self.errors or (self.stuck and not verdicts):
             outcome = "error"
+        elif self.interrupted:
+            outcome = "interrupted"
         else:
             outcome = "defect" if verdicts else "clean"
         end = self._ended_at or perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
 from collections.abc import Callable
@@ -10,7 +11,7 @@ from typing import Any
 from rmapsim.variants import parse_variant
 from rmapsim.workload.actors import World
 from rmapsim.workload.scenario import Scenario
-from stress import CaseResult, Config, Monitor, RunReport, Status
+from stress import CaseResult, Config, Interrupts, Monitor, RunReport, Status
 
 #: Watchdog settings a scenario starts from (its [watchdog] table overrides them).
 WATCHDOG_DEFAULTS: dict[str, Any] = {
@@ -54,11 +55,14 @@ def run_case(
     on_status: Callable[[Status], None] | None = None,
     config: Config | None = None,
     instrumented: bool = True,
+    interrupts: Interrupts | None = None,
 ) -> CaseResult:
     """Run one case to its first defect or the end of its duration.
 
     `instrumented=False` runs the same workload on plain locks with untracked walks,
-    timing and tracing off (the baseline for the instrumentation's cost).
+    timing and tracing off (the baseline for the instrumentation's cost).  With
+    `interrupts`, a SIGINT or SIGTERM cuts the case short: it returns with the outcome
+    'interrupted' and whatever it found so far.
     """
     v = parse_variant(variant)
     cfg = config or watchdog_config(scn)
@@ -81,10 +85,12 @@ def run_case(
     world.spawn_all()
     previous = sys.getswitchinterval()
     sys.setswitchinterval(scn.yields.switch_interval_s)
+    watching = interrupts.watching(mon) if interrupts is not None else contextlib.nullcontext()
     try:
-        result = mon.run()
+        with watching:
+            result = mon.run()
     except BaseException:  # interrupted (^C, a test timeout): never leave workers running
-        mon.cancel("interrupted")
+        mon.interrupt("interrupted")
         mon.stop()
         raise
     finally:

@@ -167,6 +167,11 @@ BAD_FILES = [
         "watchdog.hold_budgets",
     ),
     ("watchdog-stop-on-not-an-array", HEAD + "[watchdog]\nstop_on = 3\n", "watchdog.stop_on"),
+    # The name names the run folder: never a path that leaves --logs, never empty.
+    ("name-escapes", HEAD + 'name = "../../../../elsewhere"\n', "scenario.name: must be one"),
+    ("name-absolute", HEAD + 'name = "/tmp/elsewhere"\n', "scenario.name: must be one"),
+    ("name-empty", HEAD + 'name = ""\n', "scenario.name: must not be empty"),
+    ("expect-unused", HEAD + '[expect]\n"rik-v2" = "defect"\n', "expect.rik-v2: not one of"),
 ]
 
 
@@ -219,13 +224,16 @@ BAD_OPTIONS = [
     (["--yield-prob", "1.5"], "--yield-prob"),
     (["--audit", "-1"], "--audit"),
     (["--no-such-option"], "--no-such-option"),
+    (["--seed", "1,,2"], "--seed: empty item in '1,,2'"),
+    (["--seed", "1,"], "--seed: empty item"),
+    (["--variant", "rik-v2,,2.6.34"], "--variant: empty item"),
 ]
 
 
 #: Overrides apply to the default scenario when no file is named: the same checks.
 ON_DEFAULT = {"--duration", "--seed", "--variant", "--processes", "--yield-prob"}
 OVERRIDE_CASES = [(a, o, True) for a, o in BAD_OPTIONS] + [
-    (a, o, False) for a, o in BAD_OPTIONS if o in ON_DEFAULT and a[1] != "two"
+    (a, o, False) for a, o in BAD_OPTIONS if o.split(":")[0] in ON_DEFAULT and a[1] != "two"
 ]
 
 
@@ -258,6 +266,40 @@ def test_override_that_breaks_the_ladder_names_both_settings(tmp_path: Path) -> 
         "verdict_s (2.5 s)",
         "duration_s + grace_s (2.2 s)",
     )
+
+
+@pytest.mark.timeout(30)
+def test_duration_too_short_for_the_ladder_names_the_option(tmp_path: Path) -> None:
+    r = rmapstress("run", "--duration", "1", "--logs", str(tmp_path / "logs"))
+    line = assert_one_line_error(r, "verdict_s (3 s)", "duration_s + grace_s (3 s)")
+    assert line.startswith("rmapstress run: error: --duration 1: too short for "), line
+    assert "scenarios/lkml-2010.toml" in line
+    assert not (tmp_path / "logs").exists()
+
+
+@pytest.mark.timeout(30)
+def test_name_that_escapes_creates_nothing_outside_logs(tmp_path: Path) -> None:
+    root = tmp_path / "a" / "b" / "c"
+    root.mkdir(parents=True)
+    path = root / "bad.toml"
+    path.write_text(HEAD + 'name = "../../../escaped"\n')
+    assert_one_line_error(
+        rmapstress("run", str(path), "--logs", "logs", cwd=root), str(path), "scenario.name"
+    )
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == [
+        Path("a"),
+        Path("a/b"),
+        Path("a/b/c"),
+        Path("a/b/c/bad.toml"),
+    ]
+
+
+@pytest.mark.timeout(30)
+def test_empty_logs_option_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "ok.toml"
+    path.write_text(HEAD)
+    assert_one_line_error(rmapstress("run", str(path), "--logs", "", cwd=tmp_path), "--logs")
+    assert list(tmp_path.iterdir()) == [path]
 
 
 @pytest.mark.timeout(30)
@@ -356,7 +398,8 @@ def test_matching_run_writes_nothing_on_stderr(matching: Run) -> None:
 
 @pytest.mark.timeout(90)
 def test_run_folder_holds_the_four_files(matching: Run) -> None:
-    assert re.fullmatch(r"\d{8}-\d{6}-tiny", matching.folder.name)
+    # The time to the millisecond, the scenario, the pid and a random suffix.
+    assert re.fullmatch(r"\d{8}-\d{6}\.\d{3}-tiny-\d+-[0-9a-f]{4}", matching.folder.name)
     assert sorted(p.name for p in matching.folder.iterdir()) == [
         "events.jsonl",
         "report.json",

@@ -380,3 +380,55 @@ def test_short_lived_threads_are_pruned_and_still_counted(fast: Config) -> None:
     assert result.stats["threads"] > 100  # every child counted ...
     assert result.stats["ops"] >= result.stats["threads"] - 2
     assert len(mon.states()) < result.stats["threads"] / 4  # ... but few are still kept
+
+
+def test_interrupt_marks_the_run_cut_short_and_keeps_its_verdicts(
+    monitor_factory: Any, fast: Config
+) -> None:
+    mon = monitor_factory(fast.replace(duration_s=20.0, stop_on=frozenset()), name="cut")
+    found = threading.Event()
+
+    def worker() -> None:
+        mon.report_defect("use-after-free", "anon_vma#3 read after free", stop=False)
+        found.set()
+        while True:
+            mon.progress()
+            mon.pause(0.001)
+
+    mon.spawn(worker, name="w0")
+    threading.Thread(
+        target=lambda: found.wait(10) and mon.interrupt("interrupted by SIGINT"),
+        name="interrupter",
+        daemon=True,
+    ).start()
+    result = mon.run()
+    assert result.outcome == "interrupted"
+    assert [v.kind for v in result.verdicts] == ["use-after-free"]
+    assert result.cancel_reason == "interrupted by SIGINT"
+    assert result.to_dict()["outcome"] == "interrupted"
+    assert "INTERRUPTED after " in result.headline() and "(1 verdict before)" in result.headline()
+
+
+def test_interrupt_after_a_stopping_verdict_keeps_the_defect(
+    monitor_factory: Any, fast: Config
+) -> None:
+    mon = monitor_factory(fast.replace(duration_s=20.0, linger_s=10.0), name="decided")
+    found = threading.Event()
+
+    def worker() -> None:
+        mon.report_defect("crash", "BUG_ON(!anon_vma)")
+        found.set()
+        while True:
+            mon.progress()
+            mon.pause(0.001)
+
+    mon.spawn(worker, name="w0")
+    threading.Thread(
+        target=lambda: found.wait(10) and mon.interrupt("interrupted by SIGTERM"),
+        name="interrupter",
+        daemon=True,
+    ).start()
+    result = mon.run()
+    # The verdict had decided the case; the signal only cut its linger.
+    assert result.outcome == "defect" and result.cancel_reason == "interrupted by SIGTERM"
+    assert not mon.interrupted
