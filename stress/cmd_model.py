@@ -4,16 +4,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import shlex
 import sys
+import tempfile
 import time
 from typing import Any
+
+from hypothesis.configuration import set_hypothesis_home_dir, storage_directory
 
 from rmapsim.errors import ModelError
 from rmapsim.hunt import hunt
 from rmapsim.program import ExecResult, ProgramError, parse_program, run_program
 from rmapsim.variants import BASE, PATCHES, PRESETS, Variant, parse_variant
-from stress.cli import EXIT_DEFECT, EXIT_OK, UsageError
+from stress.cli import (
+    EXIT_DEFECT,
+    EXIT_OK,
+    HUNT_BUDGET_MAX,
+    MIN_PARTIAL_MAX,
+    SLAB_PAGE_MAX,
+    SLAB_PAGE_MIN,
+    UsageError,
+)
 
 
 def _variants(text: str) -> list[Variant]:
@@ -125,15 +138,20 @@ def _describe(result: ExecResult, program: str, args: argparse.Namespace) -> lis
 
 def cmd_exec(args: argparse.Namespace) -> int:
     variants = _variants(args.variant)
+    if not SLAB_PAGE_MIN <= args.slab_page_bytes <= SLAB_PAGE_MAX or args.slab_page_bytes % 8:
+        raise UsageError(
+            f"--slab-page-bytes: must be a multiple of 8 from {SLAB_PAGE_MIN} to "
+            f"{SLAB_PAGE_MAX}, got {args.slab_page_bytes}"
+        )
+    if not 0 <= args.min_partial <= MIN_PARTIAL_MAX:
+        raise UsageError(
+            f"--min-partial: must be from 0 to {MIN_PARTIAL_MAX}, got {args.min_partial}"
+        )
     text, source = _read(args.program)
     try:
         ops = parse_program(text, source)
     except ProgramError as exc:
         raise UsageError(str(exc)) from None
-    if args.slab_page_bytes < 768 or args.slab_page_bytes % 8:
-        raise UsageError("--slab-page-bytes must be a multiple of 8 and at least 768")
-    if args.min_partial < 0:
-        raise UsageError("--min-partial must be >= 0")
     results = []
     for v in variants:
         results.append(
@@ -183,8 +201,13 @@ def cmd_hunt(args: argparse.Namespace) -> int:
     variants = _variants(args.variant)
     if len(variants) != 1:
         raise UsageError("--variant: hunt takes one variant")
-    if args.budget_s <= 0:
-        raise UsageError("--budget-s must be positive")
+    if not (math.isfinite(args.budget_s) and 0 < args.budget_s <= HUNT_BUDGET_MAX):
+        raise UsageError(
+            f"--budget-s: must be a number of seconds above 0 and at most "
+            f"{HUNT_BUDGET_MAX:g}, got {args.budget_s:g}"
+        )
+    if args.output:
+        _check_writable(args.output)  # before the hunt, not after it
     v = variants[0]
     last = [time.monotonic()]
 
@@ -196,9 +219,21 @@ def cmd_hunt(args: argparse.Namespace) -> int:
                 f"({examples / max(elapsed, 1e-9):.0f}/s), no defect yet\n"
             )
 
-    result = hunt(
-        v, budget_s=args.budget_s, seed_value=args.seed, memory=args.memory, on_progress=progress
-    )
+    # Hypothesis keeps a cache in ./.hypothesis unless told otherwise: a hunt leaves
+    # nothing in the current folder.
+    previous = storage_directory("x", intent_to_write=False).home_directory
+    with tempfile.TemporaryDirectory(prefix="rmapstress-hunt-") as home:
+        set_hypothesis_home_dir(home)
+        try:
+            result = hunt(
+                v,
+                budget_s=args.budget_s,
+                seed_value=args.seed,
+                memory=args.memory,
+                on_progress=progress,
+            )
+        finally:
+            set_hypothesis_home_dir(previous)
     if not result.found:
         print(
             f"hunt {v.name}: no defect in {result.examples} programs "
@@ -226,3 +261,15 @@ def cmd_hunt(args: argparse.Namespace) -> int:
         sys.stderr.write(f"written to {args.output}\n")
         print(f"# replay: {replay_command(args.output, v, args.memory)}")
     return EXIT_DEFECT
+
+
+def _check_writable(path: str) -> None:
+    """Refuse an output file that could not be written (its folder missing, say)."""
+    target = os.path.abspath(path)
+    folder = os.path.dirname(target)
+    if os.path.isdir(target):
+        raise UsageError(f"-o: {path} is a folder")
+    if not os.path.isdir(folder):
+        raise UsageError(f"-o: cannot write {path}: no folder {os.path.dirname(path) or '.'}")
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"-o: cannot write {path}: the folder is not writable")

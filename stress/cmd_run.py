@@ -43,7 +43,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--variant", help="run these variants instead (comma-separated)")
     p.add_argument("--seed", help="run these seeds instead (comma-separated whole numbers)")
     p.add_argument("--duration", type=float, metavar="S", help="seconds per case")
-    p.add_argument("--memory", choices=("reuse", "kasan"))
+    p.add_argument(
+        "--memory",
+        choices=("reuse", "kasan"),
+        help="memory model instead of the scenario's memory.mode: 'reuse' recycles freed "
+        "objects as SLUB does, 'kasan' poisons them and names the bad access",
+    )
     p.add_argument("--processes", type=int, metavar="N", help="live processes kept")
     p.add_argument("--threads", type=int, metavar="N", help="threads per process")
     p.add_argument("--reclaim", type=int, metavar="N", help="reclaim walker threads")

@@ -23,7 +23,7 @@ referenced P 0x10000 1
 
 
 def cli(
-    *args: str, stdin: str | None = None, timeout: float = 120
+    *args: str, stdin: str | None = None, timeout: float = 120, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "stress", *args],
@@ -31,6 +31,7 @@ def cli(
         capture_output=True,
         text=True,
         timeout=timeout,
+        cwd=cwd,
     )
 
 
@@ -130,12 +131,32 @@ def test_exec_reads_stdin() -> None:
         (["exec", "-", "--memory", "leaky"], "", "invalid choice: 'leaky'"),
         (["exec"], None, "the following arguments are required: program"),
         (["hunt"], None, "the following arguments are required: --variant"),
-        (["hunt", "--variant", "2.6.34", "--budget-s", "0"], None, "--budget-s must be positive"),
+        (["hunt", "--variant", "2.6.34", "--budget-s", "0"], None, "--budget-s: must be a"),
+        (["hunt", "--variant", "2.6.34", "--budget-s", "nan"], None, "--budget-s: must be a"),
+        (["hunt", "--variant", "2.6.34", "--budget-s", "inf"], None, "got inf"),
+        (["hunt", "--variant", "2.6.34", "--budget-s", "-5"], None, "got -5"),
+        (["hunt", "--variant", "2.6.34", "--budget-s", "1e9"], None, "at most 86400"),
+        # Refused at once, not after a hunt of the whole budget on a kernel with no defect.
+        (
+            ["hunt", "--variant", "2.6.34", "--budget-s", "600", "-o", "/nonexistent/x.rmap"],
+            None,
+            "-o: cannot write /nonexistent/x.rmap: no folder /nonexistent",
+        ),
+        (["hunt", "--variant", "2.6.34", "-o", "/"], None, "-o: / is a folder"),
+        (
+            ["exec", "-", "--slab-page-bytes", str(1 << 40)],
+            "",
+            "--slab-page-bytes: must be a multiple of 8 from 768 to 1048576, got 1099511627776",
+        ),
+        (["exec", "-", "--slab-page-bytes", "1001"], "", "--slab-page-bytes: must be"),
+        (["exec", "-", "--slab-page-bytes", "767"], "", "--slab-page-bytes: must be"),
+        (["exec", "-", "--min-partial", "-1"], "", "--min-partial: must be from 0 to 1000"),
+        (["exec", "-", "--min-partial", "1001"], "", "--min-partial: must be from 0 to 1000"),
         (["frob"], None, "invalid choice: 'frob'"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(args: list[str], stdin: str | None, message: str) -> None:
-    r = cli(*args, stdin=stdin)
+    r = cli(*args, stdin=stdin, timeout=60)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
@@ -171,3 +192,46 @@ def test_hunt_on_final_kernel_finds_nothing_in_a_short_budget() -> None:
     r = cli("hunt", "--variant", "2.6.34", "--budget-s", "8")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "no defect in" in r.stdout
+
+
+@pytest.mark.timeout(120)
+def test_hunt_leaves_nothing_in_the_current_folder(tmp_path: Path) -> None:
+    r = cli("hunt", "--variant", "2.6.34-rc3", "--budget-s", "3", cwd=tmp_path, timeout=100)
+    assert r.returncode in (0, 1), r.stderr
+    assert list(tmp_path.iterdir()) == []  # no .hypothesis/
+
+
+@pytest.mark.parametrize(
+    ("command", "words"),
+    [
+        (
+            "exec",
+            [
+                "audit the reverse map's invariants I1-I7 after every line",
+                "(default: 4096)",
+                "(SLUB: 5; default: 5)",
+                "(default: 2.6.34)",
+                "(default: reuse)",
+                "CONFIG_DEBUG_LIST",
+            ],
+        ),
+        (
+            "hunt",
+            [
+                "shrink it to a minimal program",
+                "(default: 60)",
+                "search seed",
+                "(default: 0)",
+                "(default: reuse)",
+                "its folder must exist",
+            ],
+        ),
+        ("run", ["--memory {reuse,kasan}", "'kasan' poisons them"]),
+    ],
+)
+def test_help_describes_the_command_and_its_defaults(command: str, words: list[str]) -> None:
+    r = cli(command, "--help", timeout=60)
+    assert r.returncode == 0, r.stderr
+    text = " ".join(r.stdout.split())  # argparse wraps lines
+    for word in words:
+        assert word in text, (word, r.stdout)
