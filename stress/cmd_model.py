@@ -154,16 +154,22 @@ def cmd_exec(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     results = []
     for v in variants:
-        results.append(
-            run_program(
-                ops,
-                v,
-                args.memory,
-                debug_list=args.debug_list,
-                slab_page_bytes=args.slab_page_bytes,
-                min_partial=args.min_partial,
+        progress = _LineProgress(v.name, len(ops)) if sys.stderr.isatty() else None
+        try:
+            results.append(
+                run_program(
+                    ops,
+                    v,
+                    args.memory,
+                    debug_list=args.debug_list,
+                    slab_page_bytes=args.slab_page_bytes,
+                    min_partial=args.min_partial,
+                    on_line=progress,
+                )
             )
-        )
+        finally:
+            if progress is not None:
+                progress.done()
     if args.json:
         docs = [r.to_dict() for r in results]
         print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
@@ -179,6 +185,39 @@ def cmd_exec(args: argparse.Namespace) -> int:
             print()
             print(_table(results))
     return EXIT_DEFECT if any(r.defects for r in results) else EXIT_OK
+
+
+class _LineProgress:
+    """`exec: line N of M` on a terminal's stderr, for programs long enough to wait for."""
+
+    LONG = 10_000  # lines: shown from the start
+    AFTER_S = 2.0  # or once a program has run this long
+    EVERY_S = 0.25
+
+    def __init__(self, variant: str, total: int) -> None:
+        self.variant, self.total = variant, total
+        self.start = time.monotonic()
+        self.next = self.start if total >= self.LONG else self.start + self.AFTER_S
+        self.shown = False
+
+    def __call__(self, line: int) -> None:
+        if line % 64 and line != 1:
+            return
+        now = time.monotonic()
+        if now < self.next:
+            return
+        self.next = now + self.EVERY_S
+        self.shown = True
+        sys.stderr.write(
+            f"\rexec {self.variant}: line {line:,} of {self.total:,} "
+            f"({100 * line / max(self.total, 1):.0f}%, {now - self.start:.0f} s)\x1b[K"
+        )
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
 
 
 def _table(results: list[ExecResult]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -235,3 +236,36 @@ def test_help_describes_the_command_and_its_defaults(command: str, words: list[s
     text = " ".join(r.stdout.split())  # argparse wraps lines
     for word in words:
         assert word in text, (word, r.stdout)
+
+
+@pytest.mark.timeout(150)
+def test_exec_shows_a_progress_line_on_a_terminal_only(tmp_path: Path) -> None:
+    import pty
+
+    prog = tmp_path / "long.rmap"
+    prog.write_text("".join(f"spawn P{i}\n" for i in range(12_000)))
+    master, slave = pty.openpty()
+    with open(tmp_path / "out.json", "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stress", "exec", str(prog), "--json"],
+            stdout=out,
+            stderr=slave,
+        )
+    os.close(slave)
+    seen = b""
+    while True:  # until the child's end closes the terminal (EIO)
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert proc.wait(120) == 0
+    text = seen.decode()
+    assert "exec 2.6.34: line 1 of 12,000 (0%" in text, text
+    assert text.endswith("\r\x1b[K")  # the line is cleared at the end
+    assert json.loads((tmp_path / "out.json").read_text())["ops"] == 12_000
+    r = cli("exec", str(prog), "--json", timeout=120)  # stderr a pipe: nothing on it
+    assert r.returncode == 0 and r.stderr == ""
