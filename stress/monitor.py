@@ -88,6 +88,7 @@ class Worker:
         self.thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._start_lock = threading.Lock()
         self._started = False
+        self._ended = False
 
     def start(self) -> None:
         # run() and a worker that spawns another may both try to start it.
@@ -102,8 +103,10 @@ class Worker:
 
     @property
     def finished(self) -> bool:
-        """Started and ended (its thread is gone)."""
-        return self._started and not self.thread.is_alive()
+        """Its target has returned or raised.  (Not "started and not alive": between
+        start() and the thread's first breath it is neither, and pruning it then would
+        lose a running worker; a busy machine makes that window long.)"""
+        return self._ended
 
     def _main(self) -> None:
         state = self.state = current()
@@ -117,6 +120,8 @@ class Worker:
         except BaseException as exc:  # recorded, never lost: a crash verdict
             self.error = exc
             self.mon.worker_crashed(state, exc)
+        finally:
+            self._ended = True
 
 
 class Monitor:

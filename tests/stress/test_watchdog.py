@@ -18,8 +18,10 @@ from stress import Config, Monitor
 
 pytestmark = pytest.mark.timeout(30)
 
-#: Slack on top of any bound, for a machine busy with other work.
-SLACK_S = 1.0
+#: Slack on top of any bound, for a machine busy with other work (the suite must pass
+#: with two busy processes beside it; see bench/suite_under_load.py).  Every bound with
+#: it stays below the 6 s budget, so "named at the verdict, not at the end" still shows.
+SLACK_S = 3.0
 
 
 class Node:
@@ -63,9 +65,21 @@ def wait_then_take(lock: Any) -> None:
 
 
 def test_list_loop_seen_from_outside(monitor_factory: Any, fast: Config) -> None:
-    mon = monitor_factory(fast.replace(linger_s=0.15), name="loop")
+    # A hold budget far above the time the waiter may take to queue on a busy machine.
+    mon = monitor_factory(fast.replace(linger_s=0.15, hold_s=3.0, verdict_s=4.0), name="loop")
     lock = mon.spinlock("anon_vma", "anon_vma#17")
-    mon.spawn(walk_list, mon, lock, ring_without_head(), 96, name="kswapd-0", tracked=False)
+
+    def walk_once_waited_for() -> None:
+        with lock:
+            while not lock.waiters():  # the verdict must find kswapd-1 behind the walker
+                time.sleep(0.001)
+            with mon.walk("page_referenced_anon", "anon_vma#17", lock=lock, bound=96) as w:
+                node = ring_without_head().next
+                while True:
+                    w.step()
+                    node = node.next
+
+    mon.spawn(walk_once_waited_for, name="kswapd-0", tracked=False)
     mon.spawn(wait_then_take, lock, name="kswapd-1", tracked=False)
     result, elapsed = timed_run(mon)
 
@@ -82,7 +96,7 @@ def test_list_loop_seen_from_outside(monitor_factory: Any, fast: Config) -> None
         r"anon_vma#17's list \(page_referenced_anon\), step [0-9,]+ of a bound of 96",
         v.chain[0],
     ), v.chain
-    assert "in walk_list" in v.to_dict()["where"]["kswapd-0"]
+    assert "in walk_once_waited_for" in v.to_dict()["where"]["kswapd-0"]
     assert v.at_s < 0.02 + 2 * fast.poll_s + SLACK_S
     assert result.cancel_reason.startswith("list-loop")
     assert_within_budget(mon, elapsed)
@@ -192,10 +206,13 @@ def test_self_deadlock(monitor_factory: Any, fast: Config) -> None:
 
 
 def test_spin_retry_livelock(monitor_factory: Any, fast: Config) -> None:
-    mon = monitor_factory(fast, name="livelock")
+    # Each holds its lock across a barrier: on a busy machine a thread can be off the CPU
+    # for a while doing so, which must not pass for a long hold.
+    cfg = fast.replace(hold_s=2.5, verdict_s=3.0)
+    mon = monitor_factory(cfg, name="livelock")
     a = mon.spinlock("alpha", "alpha#1")
     b = mon.spinlock("beta", "beta#1")
-    rounds = threading.Barrier(2, timeout=2)
+    rounds = threading.Barrier(2, timeout=20)
 
     def polite(mine: Any, other: Any) -> None:
         # Each takes its own lock, tries the other's, backs off, and tries again:
@@ -220,9 +237,9 @@ def test_spin_retry_livelock(monitor_factory: Any, fast: Config) -> None:
     assert [v.kind for v in result.verdicts] == ["livelock"]
     v = result.verdicts[0]
     assert set(v.threads) == {"polite-1", "polite-2"}
-    assert all(s >= fast.verdict_s for s in v.evidence["no_progress_s"].values())
+    assert all(s >= cfg.verdict_s for s in v.evidence["no_progress_s"].values())
     assert all(n > 100 for n in v.evidence["contended_or_failed_attempts"].values())
-    assert v.at_s < fast.verdict_s + 2 * fast.poll_s + SLACK_S
+    assert v.at_s < cfg.verdict_s + 2 * cfg.poll_s + SLACK_S
     assert_within_budget(mon, elapsed)
 
 
@@ -320,22 +337,30 @@ def test_fair_lock_does_not_starve_anyone(monitor_factory: Any, fast: Config) ->
     assert result.stats["ops"] > 100
 
 
-def test_stall(monitor_factory: Any, fast: Config) -> None:
+def test_stall(monitor_factory: Any, fast: Config, thread: Any) -> None:
     mon = monitor_factory(fast, name="stall")
-    nap = 1.5
+    wake = threading.Event()
 
     def worker() -> None:
         mon.progress()
-        time.sleep(nap)  # holds nothing, waits for nothing the harness knows
+        wake.wait(30)  # in C: holds nothing, waits for nothing the harness knows
+
+    def waker() -> None:  # lets the worker go once the run is cancelled, however late
+        while not mon.cancelled and not wake.wait(0.01):
+            pass
+        wake.set()
 
     mon.spawn(worker, name="stuck-worker")
+    thread(waker, name="waker")
     result, elapsed = timed_run(mon)
+    wake.set()
     (v,) = result.verdicts
     assert v.kind == "stall"
     assert v.threads == ["stuck-worker"]
-    assert "in worker: time.sleep(nap)" in v.evidence["at"]["stuck-worker"]
+    assert "in worker: wake.wait(30)" in v.evidence["at"]["stuck-worker"]
     assert v.evidence["no_progress_s"]["stuck-worker"] >= fast.verdict_s
-    assert elapsed <= nap + fast.grace_s + SLACK_S
+    assert result.cancel_reason.startswith("stall")  # named before the end of the budget
+    assert_within_budget(mon, elapsed)
 
 
 def test_worker_that_raises(monitor_factory: Any, fast: Config) -> None:
