@@ -52,8 +52,8 @@ hold_s = 2.0
 verdict_s = 3.0
 """
 
-#: rik-v2 without reclaim: its BUG_ON (the first write fault of a vma with a mergeable
-#: neighbour) is the only defect, so a replay must find the same one.
+#: rik-v2 without reclaim or hibernation: its BUG_ON (the first write fault of a vma with a
+#: mergeable neighbour) is the only defect, so a replay must find the same one.
 REPLAYABLE = """\
 [scenario]
 name = "bugon"
@@ -70,6 +70,7 @@ mode = "kasan"
 [threads]
 processes = 4
 reclaim_walkers = 0
+hibernate = false
 
 [watchdog]
 hold_s = 2.0
@@ -577,6 +578,7 @@ def test_replay_command_reproduces_the_verdict_kind(tmp_path: Path) -> None:
     def defects(case: dict[str, Any]) -> list[str]:
         return [v["kind"] for v in case["verdicts"] if v["source"] == "defect"]
 
+    assert defects(original)[0] == "crash"
     assert defects(case) and defects(case)[0] == defects(original)[0]
     assert set(defects(case)) == set(defects(original))
 
