@@ -263,7 +263,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     runs: list[_Run] = []
     write_error: str | None = None
     index = 0
-    with Interrupts(on_signal=_say_stopping) as stop:
+    with Interrupts(on_signal=_say_stopping, then_ignore=True) as stop:
         progress = Progress(interactive, total)
         try:
             for scn in scenarios:

@@ -32,11 +32,18 @@ class Interruptible(Protocol):
 class Interrupts:
     """Turn SIGINT/SIGTERM into `interrupt()` of the attached run (see the module doc).
 
-    `on_signal(signum, count)` is called from the watcher thread for every signal.
+    `on_signal(signum, count)` is called from the watcher thread for every signal.  With
+    `then_ignore`, a process that got a signal ignores SIGINT and SIGTERM from the exit of
+    the block on, instead of getting its previous handlers back: it was told to stop and
+    is stopping, and a Ctrl-C in its last moments must not turn that into death by the
+    signal (a command line's use; not for a process that goes on after the block).
     """
 
-    def __init__(self, on_signal: Callable[[int, int], None] | None = None) -> None:
+    def __init__(
+        self, on_signal: Callable[[int, int], None] | None = None, *, then_ignore: bool = False
+    ) -> None:
         self.on_signal = on_signal
+        self.then_ignore = then_ignore
         #: The first signal received, if any.
         self.signum: int | None = None
         self.count = 0
@@ -71,8 +78,9 @@ class Interrupts:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        ignore = self.then_ignore and self.signum is not None
         for signum, previous in self._previous.items():
-            signal.signal(signum, previous)
+            signal.signal(signum, signal.SIG_IGN if ignore else previous)
         self._previous.clear()
         self._closing = True
         self._wake.set()

@@ -215,7 +215,7 @@ def check_interrupted_run(run: Background, code: int, name: str) -> None:
 
 
 @pytest.mark.timeout(200)
-@pytest.mark.parametrize("count", [1, 2, 3], ids=["SIGINT x1", "SIGINT x2", "SIGINT x3"])
+@pytest.mark.parametrize("count", [1, 2, 3], ids=["SIGINT x1", "SIGINT x2", "SIGINT x3 and more"])
 def test_sigint_keeps_every_case_and_the_defects_found(tmp_path: Path, count: int) -> None:
     run = start_two(tmp_path)
     wait_for_second_defect(run)
@@ -229,7 +229,11 @@ def test_sigint_keeps_every_case_and_the_defects_found(tmp_path: Path, count: in
             "the second Ctrl-C acknowledged",
             lambda: "received 2 times" in run.stderr or run.proc.poll() is not None,
         )
-        run.signal(signal.SIGINT)
+        # Then Ctrl-C over and over, up to the process's last moments (its exit included).
+        deadline = time.monotonic() + WAIT_S
+        while run.proc.poll() is None and time.monotonic() < deadline:
+            run.signal(signal.SIGINT)
+            time.sleep(0.005)
     check_interrupted_run(run, run.finish(), "SIGINT")
     if count > 1 and "received 2 times" in run.stderr:
         assert "rmapstress run: already stopping (SIGINT received 2 times)" in run.stderr

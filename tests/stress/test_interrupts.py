@@ -118,3 +118,21 @@ def test_outside_the_main_thread_no_handler_is_installed(fast: Config) -> None:
     t.start()
     t.join(10)
     assert out == {"handlers": before, "signum": None}
+
+
+def test_then_ignore_keeps_a_stopping_process_deaf_to_later_signals() -> None:
+    before = {s: signal.getsignal(s) for s in SIGNALS}
+    try:
+        with Interrupts(then_ignore=True) as quiet:
+            pass  # no signal: the previous handlers come back
+        assert {s: signal.getsignal(s) for s in SIGNALS} == before
+        with Interrupts(then_ignore=True) as stop:
+            os.kill(os.getpid(), signal.SIGINT)
+            while stop.signum is None:
+                pass
+        assert {s: signal.getsignal(s) for s in SIGNALS} == dict.fromkeys(SIGNALS, signal.SIG_IGN)
+        os.kill(os.getpid(), signal.SIGINT)  # ignored: no KeyboardInterrupt here
+        assert quiet.signum is None
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)

