@@ -26,11 +26,11 @@ audits the invariants after every line.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rmapsim.audit import audit
+from rmapsim.audit_scope import FullAuditor, LineAuditor
 from rmapsim.errors import KIND_CRASH, KIND_INVARIANT, KernelDefect, KernelOops
 from rmapsim.kernel import Kernel
 from rmapsim.structs import PAGE_SIZE, VM_EXEC, VM_READ, VM_WRITE
@@ -342,13 +342,17 @@ def run_program(
     slab_page_bytes: int = 4096,
     min_partial: int = 5,
     split_ptlocks: bool = True,
+    full_audits: bool = False,
+    on_line: Callable[[int], None] | None = None,
 ) -> ExecResult:
     """Run a program single-threaded, auditing after every line.
 
     A fatal defect (oops, BUG, lockup, endless walk, KASAN report) stops the run, as
     it would stop the CPU; invariant violations and DEBUG_LIST warnings are
     recorded once each and the run goes on, so a cause can be followed to its
-    symptom.
+    symptom.  Each audit covers what the line touched (`rmapsim.audit_scope`), which
+    finds what a whole audit (`full_audits=True`) finds.  `on_line(n)` is called
+    after the n-th operation (for progress reports).
     """
     v = parse_variant(variant) if isinstance(variant, str) else variant
     site: list[Any] = [None]
@@ -363,12 +367,17 @@ def run_program(
     )
     result = ExecResult(v, memory)
     seen: set[tuple[Any, ...]] = set()
+    auditor = (FullAuditor if full_audits else LineAuditor)(k)
     for op in ops:
         text = op.render()
         site[0] = (op.line, text)
         k.mem.site = site[0]
         result.ops += 1
+        if on_line is not None:
+            on_line(result.ops)
         nwarn = len(k.warnings)
+        procs = [p for p in (op.proc, op.child) if p is not None]
+        auditor.before(procs)
         try:
             ret = apply(k, op)
         except KernelDefect as exc:
@@ -394,7 +403,7 @@ def run_program(
             )
         k.mem.quiesce()
         if check:
-            for viol in audit(k):
+            for viol in auditor.after(procs, everything=op.proc is None):
                 if viol.key in seen:
                     continue
                 seen.add(viol.key)
@@ -403,6 +412,7 @@ def run_program(
                         KIND_INVARIANT, op.line, text, viol.summary, viol.invariant, viol.to_dict()
                     )
                 )
+    auditor.close()
     return result
 
 

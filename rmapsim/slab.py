@@ -150,6 +150,10 @@ class Memory(Words):
         self.quarantine_bytes = quarantine_bytes
         self._quarantine: deque[SlabObject] = deque()
         self._quarantined = 0
+        self.journal = None
+        #: Every live object by id, wherever its slab page went (a double free can hand
+        #: out an object of a page its cache already gave back).
+        self.allocated: dict[int, SlabObject] = {}
 
     # -- sites (which program line / worker is running), for kasan history ------------
 
@@ -270,10 +274,15 @@ class Memory(Words):
             self.live_objects += 1
             cache.allocated += 1
             self._page_of(obj.addr).inuse += 1
+            self.allocated[id(obj)] = obj
+            if self.journal is not None:
+                self.journal.append(obj)
             return obj
 
     def free(self, obj: SlabObject) -> None:
         with self.lock:
+            if self.journal is not None:
+                self.journal.append(obj)
             cache = obj.cache
             if obj.state != LIVE:
                 if self.kasan:
@@ -286,6 +295,7 @@ class Memory(Words):
             obj.state = FREE
             obj.free_site = self.current_site()
             self.live_objects -= 1
+            self.allocated.pop(id(obj), None)
             cache.freed += 1
             page = self._page_of(obj.addr)
             page.inuse -= 1

@@ -51,16 +51,23 @@ def _raw_descriptors(cls: type[SlabObject]) -> dict[str, Any]:
 _RAW: dict[type, dict[str, Any]] = {c: _raw_descriptors(c) for c in ALL_STRUCTS}
 
 
+#: type -> (the raw slot table of its structure, that structure's class), found once.
+_PEEK: dict[type, tuple[dict[str, Any], type]] = {}
+
+
 def peek(obj: SlabObject, name: str, default: Any = None) -> Any:
     """Read a field's stored value, bypassing stale/poisoned views (for audits)."""
-    for klass in type(obj).__mro__:
-        table = _RAW.get(klass)
-        if table is not None:
-            try:
-                return table[name].__get__(obj, klass)
-            except AttributeError:
-                return default
-    raise ModelError(f"not a slab object: {obj!r}")
+    found = _PEEK.get(type(obj))
+    if found is None:
+        klass = next((c for c in type(obj).__mro__ if c in _RAW), None)
+        if klass is None:
+            raise ModelError(f"not a slab object: {obj!r}")
+        found = _PEEK[type(obj)] = (_RAW[klass], klass)
+    table, klass = found
+    try:
+        return table[name].__get__(obj, klass)
+    except AttributeError:
+        return default
 
 
 def peek_list(head: ListHead) -> tuple[Any, Any]:
@@ -269,6 +276,9 @@ class Words:
     views: dict[tuple[type, int], Any]
     viewcache: Any
     structs: dict[str, type[SlabObject]]
+    #: When a list: every object allocated, freed or written through memory words (a
+    #: stale pointer) is appended, so a single-threaded auditor knows what a line reached.
+    journal: list[Any] | None
     #: How a CPU spins on a word that is no longer a free lock (`LockWordView`): set by
     #: a kernel running on several CPUs; None means one CPU, where it spins for ever.
     spin_on_word: Any = None
@@ -326,6 +336,8 @@ class Words:
         return ((lo >> (8 * rem)) | (hi << (64 - 8 * rem))) & _WORD_MASK
 
     def _store(self, occ: SlabObject, f: Field, i: int, value: Any) -> None:
+        if self.journal is not None:
+            self.journal.append(occ)
         live = LIVE_CLASS[type(occ)]
         if f.kind is Kind.LIST:
             lh = _RAW[live][f.name].__get__(occ, live)

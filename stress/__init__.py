@@ -29,6 +29,7 @@ from stress.errors import (
     StuckThreadsError,
 )
 from stress.instrument import Instrumentation, Interrupted, instrument_threading, watch_config
+from stress.interrupts import Interrupts
 from stress.lockdep import LockClass
 from stress.locks import Mutex, TimedMutex
 from stress.monitor import Monitor, Status, Worker, default_monitor
@@ -57,6 +58,7 @@ __all__ = [
     "ExploreResult",
     "Instrumentation",
     "Interrupted",
+    "Interrupts",
     "LadderError",
     "Lock",
     "LockClass",

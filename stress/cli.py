@@ -1,7 +1,8 @@
 """The rmapstress command line: argument parsing, dispatch, exit codes.
 
 Exit status: 0 clean (or matched expectations), 1 a defect (or a mismatch),
-2 bad input (a one-line message naming the file, line or key), 3 an internal error.
+2 bad input (a one-line message naming the file, line or key), 3 an internal error,
+130 and 143 `run` interrupted by SIGINT and SIGTERM (124: the emergency exit).
 This module and its command modules are the only place that knows both the model
 (rmapsim) and the harness (stress); they own all output.
 """
@@ -14,6 +15,18 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 EXIT_OK, EXIT_DEFECT, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+
+#: Bounds of `exec`'s memory options (the scenario files' bounds of the same settings).
+SLAB_PAGE_MIN, SLAB_PAGE_MAX = 768, 1 << 20
+MIN_PARTIAL_MAX = 1000
+#: The longest `hunt --budget-s` (a day, as a scenario's duration_s).
+HUNT_BUDGET_MAX = 24 * 3600.0
+
+MEMORY_HELP = (
+    "memory model: 'reuse' recycles freed objects as SLUB does, so a use-after-free shows "
+    "as what it turns into; 'kasan' poisons them and names the bad access "
+    "(default: %(default)s)"
+)
 
 
 class UsageError(Exception):
@@ -37,28 +50,47 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list bases, patches and presets")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = sub.add_parser("exec", help="run a program single-threaded, auditing every line")
+    p = sub.add_parser(
+        "exec",
+        help="run a program single-threaded, auditing every line",
+        description="Run a program (one operation a line: spawn, mmap, munmap, mprotect, "
+        "touch, fork, exit, swapout, referenced; see README.md) on a fresh modelled kernel, "
+        "one line at a time, and audit the reverse map's invariants I1-I7 after every line.  "
+        "Exit status 1 if a variant shows a defect.",
+    )
     p.add_argument("program", help="program file ('-' for standard input)")
     p.add_argument(
         "--variant",
         default="2.6.34",
         help="kernel variant, e.g. 2.6.34-rc3+reuse-singular; a comma-separated list, "
-        "or 'all' for every preset (default: 2.6.34)",
+        "or 'all' for every preset (default: %(default)s)",
     )
-    p.add_argument("--memory", choices=("reuse", "kasan"), default="reuse")
-    p.add_argument("--debug-list", action="store_true", help="CONFIG_DEBUG_LIST checks (WARN)")
+    p.add_argument("--memory", choices=("reuse", "kasan"), default="reuse", help=MEMORY_HELP)
+    p.add_argument(
+        "--debug-list",
+        action="store_true",
+        help="CONFIG_DEBUG_LIST: list primitives check their neighbours and WARN",
+    )
+    p.add_argument(
+        "--slab-page-bytes",
+        type=int,
+        default=4096,
+        metavar="N",
+        help=f"size of a modelled slab page, a multiple of 8 in {SLAB_PAGE_MIN}..{SLAB_PAGE_MAX}; "
+        "smaller pages are emptied and recycled sooner (default: %(default)s)",
+    )
     p.add_argument(
         "--no-split-ptlocks",
         action="store_true",
         help="guard every PTE with mm->page_table_lock (default: one lock per page table)",
     )
-    p.add_argument("--slab-page-bytes", type=int, default=4096, metavar="N")
     p.add_argument(
         "--min-partial",
         type=int,
         default=5,
         metavar="N",
-        help="empty slab pages a cache keeps before giving one back (SLUB: 5)",
+        help=f"empty slab pages a cache keeps before giving one back, 0..{MIN_PARTIAL_MAX} "
+        "(SLUB: 5; default: %(default)s)",
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument(
@@ -77,12 +109,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     cmd_replay.add_parser(sub)
 
-    p = sub.add_parser("hunt", help="search programs for a defect and shrink it")
-    p.add_argument("--variant", required=True)
-    p.add_argument("--budget-s", type=float, default=60.0, metavar="S")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--memory", choices=("reuse", "kasan"), default="reuse")
-    p.add_argument("-o", "--output", metavar="FILE", help="also write the minimal program here")
+    p = sub.add_parser(
+        "hunt",
+        help="search programs for a defect and shrink it",
+        description="Generate bounded programs with Hypothesis and run each on the variant "
+        "until one shows a defect, then shrink it to a minimal program, printed on standard "
+        "output (exit status 1).  Exit status 0 if the budget ends without a defect.",
+    )
+    p.add_argument("--variant", required=True, help="the one kernel variant to hunt in")
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help=f"seconds of searching, in (0, {HUNT_BUDGET_MAX:g}] (default: %(default)g)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="search seed: the same seed, the same search "
+        "(default: %(default)s)"
+    )
+    p.add_argument("--memory", choices=("reuse", "kasan"), default="reuse", help=MEMORY_HELP)
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="also write the minimal program here (its folder must exist)",
+    )
     p.add_argument(
         "--threads",
         type=int,

@@ -4,17 +4,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import shlex
 import sys
+import tempfile
 import time
 from typing import Any
+
+from hypothesis.configuration import set_hypothesis_home_dir, storage_directory
 
 from rmapsim.cprogram import is_concurrent
 from rmapsim.errors import ModelError
 from rmapsim.hunt import hunt
 from rmapsim.program import ExecResult, ProgramError, parse_program, run_program
 from rmapsim.variants import BASE, PATCHES, PRESETS, PROVENANCE, Variant, parse_variant
-from stress.cli import EXIT_DEFECT, EXIT_OK, UsageError
+from stress.cli import (
+    EXIT_DEFECT,
+    EXIT_OK,
+    HUNT_BUDGET_MAX,
+    MIN_PARTIAL_MAX,
+    SLAB_PAGE_MAX,
+    SLAB_PAGE_MIN,
+    UsageError,
+)
 
 
 def _variants(text: str) -> list[Variant]:
@@ -146,6 +159,15 @@ def _describe(result: ExecResult, program: str, args: argparse.Namespace) -> lis
 
 def cmd_exec(args: argparse.Namespace) -> int:
     variants = _variants(args.variant)
+    if not SLAB_PAGE_MIN <= args.slab_page_bytes <= SLAB_PAGE_MAX or args.slab_page_bytes % 8:
+        raise UsageError(
+            f"--slab-page-bytes: must be a multiple of 8 from {SLAB_PAGE_MIN} to "
+            f"{SLAB_PAGE_MAX}, got {args.slab_page_bytes}"
+        )
+    if not 0 <= args.min_partial <= MIN_PARTIAL_MAX:
+        raise UsageError(
+            f"--min-partial: must be from 0 to {MIN_PARTIAL_MAX}, got {args.min_partial}"
+        )
     text, source = _read(args.program)
     if is_concurrent(text):
         from stress.cmd_programs import exec_concurrent
@@ -155,24 +177,26 @@ def cmd_exec(args: argparse.Namespace) -> int:
         ops = parse_program(text, source)
     except ProgramError as exc:
         raise UsageError(str(exc)) from None
-    if args.slab_page_bytes < 768 or args.slab_page_bytes % 8:
-        raise UsageError("--slab-page-bytes must be a multiple of 8 and at least 768")
-    if args.min_partial < 0:
-        raise UsageError("--min-partial must be >= 0")
     results = []
     for v in variants:
-        results.append(
-            run_program(
-                ops,
-                v,
-                args.memory,
-                debug_list=args.debug_list,
-                slab_page_bytes=args.slab_page_bytes,
-                min_partial=args.min_partial,
-                check=not args.no_audit,
-                split_ptlocks=not args.no_split_ptlocks,
+        progress = _LineProgress(v.name, len(ops)) if sys.stderr.isatty() else None
+        try:
+            results.append(
+                run_program(
+                    ops,
+                    v,
+                    args.memory,
+                    debug_list=args.debug_list,
+                    slab_page_bytes=args.slab_page_bytes,
+                    min_partial=args.min_partial,
+                    check=not args.no_audit,
+                    split_ptlocks=not args.no_split_ptlocks,
+                    on_line=progress,
+                )
             )
-        )
+        finally:
+            if progress is not None:
+                progress.done()
     if args.json:
         docs = [r.to_dict() for r in results]
         print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
@@ -188,6 +212,39 @@ def cmd_exec(args: argparse.Namespace) -> int:
             print()
             print(_table(results))
     return EXIT_DEFECT if any(r.defects for r in results) else EXIT_OK
+
+
+class _LineProgress:
+    """`exec: line N of M` on a terminal's stderr, for programs long enough to wait for."""
+
+    LONG = 10_000  # lines: shown from the start
+    AFTER_S = 2.0  # or once a program has run this long
+    EVERY_S = 0.25
+
+    def __init__(self, variant: str, total: int) -> None:
+        self.variant, self.total = variant, total
+        self.start = time.monotonic()
+        self.next = self.start if total >= self.LONG else self.start + self.AFTER_S
+        self.shown = False
+
+    def __call__(self, line: int) -> None:
+        if line % 64 and line != 1:
+            return
+        now = time.monotonic()
+        if now < self.next:
+            return
+        self.next = now + self.EVERY_S
+        self.shown = True
+        sys.stderr.write(
+            f"\rexec {self.variant}: line {line:,} of {self.total:,} "
+            f"({100 * line / max(self.total, 1):.0f}%, {now - self.start:.0f} s)\x1b[K"
+        )
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
 
 
 def _table(results: list[ExecResult]) -> str:
@@ -210,8 +267,13 @@ def cmd_hunt(args: argparse.Namespace) -> int:
     variants = _variants(args.variant)
     if len(variants) != 1:
         raise UsageError("--variant: hunt takes one variant")
-    if args.budget_s <= 0:
-        raise UsageError("--budget-s must be positive")
+    if not (math.isfinite(args.budget_s) and 0 < args.budget_s <= HUNT_BUDGET_MAX):
+        raise UsageError(
+            f"--budget-s: must be a number of seconds above 0 and at most "
+            f"{HUNT_BUDGET_MAX:g}, got {args.budget_s:g}"
+        )
+    if args.output:
+        _check_writable(args.output)  # before the hunt, not after it
     v = variants[0]
     if args.threads:
         from stress.cmd_programs import hunt_threads
@@ -227,9 +289,21 @@ def cmd_hunt(args: argparse.Namespace) -> int:
                 f"({examples / max(elapsed, 1e-9):.0f}/s), no defect yet\n"
             )
 
-    result = hunt(
-        v, budget_s=args.budget_s, seed_value=args.seed, memory=args.memory, on_progress=progress
-    )
+    # Hypothesis keeps a cache in ./.hypothesis unless told otherwise: a hunt leaves
+    # nothing in the current folder.
+    previous = storage_directory("x", intent_to_write=False).home_directory
+    with tempfile.TemporaryDirectory(prefix="rmapstress-hunt-") as home:
+        set_hypothesis_home_dir(home)
+        try:
+            result = hunt(
+                v,
+                budget_s=args.budget_s,
+                seed_value=args.seed,
+                memory=args.memory,
+                on_progress=progress,
+            )
+        finally:
+            set_hypothesis_home_dir(previous)
     if not result.found:
         print(
             f"hunt {v.name}: no defect in {result.examples} programs "
@@ -258,3 +332,14 @@ def cmd_hunt(args: argparse.Namespace) -> int:
         print(f"# replay: {replay_command(args.output, v, args.memory)}")
     return EXIT_DEFECT
 
+
+def _check_writable(path: str) -> None:
+    """Refuse an output file that could not be written (its folder missing, say)."""
+    target = os.path.abspath(path)
+    folder = os.path.dirname(target)
+    if os.path.isdir(target):
+        raise UsageError(f"-o: {path} is a folder")
+    if not os.path.isdir(folder):
+        raise UsageError(f"-o: cannot write {path}: no folder {os.path.dirname(path) or '.'}")
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"-o: cannot write {path}: the folder is not writable")

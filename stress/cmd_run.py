@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
+import signal
 import sys
 import time
-from datetime import datetime
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rmapsim.workload import Scenario, ScenarioError, load_scenario, matches, run_case
 from rmapsim.workload.case import watchdog_config
 from rmapsim.workload.scenario import OVERRIDE_FLAGS
-from stress import CaseResult, ConfigError, RunReport, Status
-from stress.cli import EXIT_DEFECT, EXIT_INTERNAL, EXIT_OK, UsageError
+from stress import CaseResult, ConfigError, Interrupts, RunReport, Status
+from stress.cli import EXIT_DEFECT, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, UsageError
+from stress.runfiles import new_run_folder
 
 DEFAULT_SCENARIO = "scenarios/lkml-2010.toml"
 
@@ -44,7 +47,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--variant", help="run these variants instead (comma-separated)")
     p.add_argument("--seed", help="run these seeds instead (comma-separated whole numbers)")
     p.add_argument("--duration", type=float, metavar="S", help="seconds per case")
-    p.add_argument("--memory", choices=("reuse", "kasan"))
+    p.add_argument(
+        "--memory",
+        choices=("reuse", "kasan"),
+        help="memory model instead of the scenario's memory.mode: 'reuse' recycles freed "
+        "objects as SLUB does, 'kasan' poisons them and names the bad access",
+    )
     p.add_argument("--processes", type=int, metavar="N", help="live processes kept")
     p.add_argument("--threads", type=int, metavar="N", help="threads per process")
     p.add_argument("--reclaim", type=int, metavar="N", help="reclaim walker threads")
@@ -91,10 +99,10 @@ def _load(args: argparse.Namespace) -> list[Scenario]:
     paths = [Path(p) for p in args.scenarios] or [default_scenario()]
     changes: dict[str, Any] = {OVERRIDES[k]: getattr(args, k) for k in OVERRIDES}
     if args.variant is not None:
-        changes["variants"] = [v.strip() for v in args.variant.split(",") if v.strip()]
+        changes["variants"] = _items("--variant", args.variant)
     if args.seed is not None:
         try:
-            changes["seeds"] = [int(s, 0) for s in args.seed.split(",") if s.strip()]
+            changes["seeds"] = [int(s, 0) for s in _items("--seed", args.seed)]
         except ValueError:
             raise UsageError(f"--seed: expected whole numbers, got {args.seed!r}") from None
     out = []
@@ -113,9 +121,20 @@ def _load(args: argparse.Namespace) -> list[Scenario]:
         try:
             watchdog_config(scn)
         except ConfigError as exc:
-            raise UsageError(str(exc)) from None
+            text = str(exc)
+            if args.duration is not None:  # the option broke the ladder: name it first
+                text = f"--duration {args.duration:g}: too short for {text}"
+            raise UsageError(text) from None
         out.append(scn)
     return out
+
+
+def _items(option: str, text: str) -> list[str]:
+    """The comma-separated items of an option; an empty one is a mistake, not a skip."""
+    items = [t.strip() for t in text.split(",")]
+    if len(items) > 1 and not all(items):
+        raise UsageError(f"{option}: empty item in {text!r}")
+    return [t for t in items if t]
 
 
 class Progress:
@@ -185,7 +204,10 @@ def _table(scn: Scenario, cases: list[CaseResult], width: int) -> str:
     ]
     for c in cases:
         expected = c.meta.get("expected") or "clean"
-        mark = "ok" if matches(c.outcome, c.meta.get("expected")) else "MISMATCH"
+        if c.outcome == "interrupted":
+            mark = "?"  # cut short: it never matches, but it did not fail either
+        else:
+            mark = "ok" if matches(c.outcome, c.meta.get("expected")) else "MISMATCH"
         first = f"{c.first_defect_s:.3f} s" if c.first_defect_s is not None else "-"
         kinds = ", ".join(dict.fromkeys(v.kind for v in c.verdicts)) or "-"
         rows.append(
@@ -211,7 +233,13 @@ def _table(scn: Scenario, cases: list[CaseResult], width: int) -> str:
 
 
 def determinize(
-    scn: Scenario, variant: str, seed: int, case: CaseResult, budget_s: float, progress: Any
+    scn: Scenario,
+    variant: str,
+    seed: int,
+    case: CaseResult,
+    budget_s: float,
+    progress: Any,
+    interrupts: Interrupts | None = None,
 ) -> None:
     """Turn a free-running defect into a controlled reproducer of the same verdict."""
     from rmapsim.workload.determinize import find_controlled
@@ -226,6 +254,7 @@ def determinize(
         first.signature,
         budget_s=budget_s,
         within_s=3 * (case.first_defect_s or 0.0) + 1.0,
+        interrupts=interrupts,
     )
     if found.result is not None and found.result.reproducer is not None:
         case.reproducer = found.result.reproducer
@@ -262,7 +291,20 @@ def save_reproducer(case: CaseResult, folder: Path) -> None:
         v.replay = command
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+@dataclass
+class _Run:
+    """One scenario's part of the command: its run folder and the cases that ran."""
+
+    scn: Scenario
+    report: RunReport
+    cases: list[CaseResult] = field(default_factory=list)
+
+    @property
+    def folder(self) -> Path:
+        return self.report.folder
+
+
+def _check_options(args: argparse.Namespace) -> None:
     for name in ("duration", "audit", "yield_prob"):
         value = getattr(args, name)
         if value is not None and value < 0:
@@ -271,45 +313,132 @@ def cmd_run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 0:
             raise UsageError(f"--{name}: must not be negative, got {value}")
+    if not args.logs.strip():
+        raise UsageError("--logs: must name a folder, got ''")
+
+
+def _open_run(scn: Scenario, logs: str) -> _Run:
+    try:
+        folder = new_run_folder(logs, scn.name)
+        return _Run(scn, RunReport(folder, scenario=scn.name))
+    except OSError as exc:
+        where = exc.filename or logs
+        raise UsageError(f"--logs: cannot create a run folder in {where}: {exc.strerror}") from None
+
+
+def _say_stopping(signum: int, count: int) -> None:
+    """A later Ctrl-C is acknowledged, never acted on: the report is being written."""
+    if count > 1:
+        name = signal.Signals(signum).name
+        os.write(
+            2,
+            f"rmapstress run: already stopping ({name} received {count} times): finishing "
+            "the case cut short and writing the report\n".encode(),
+        )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _check_options(args)
     scenarios = _load(args)
     total = sum(len(s.cases()) for s in scenarios)
     interactive = sys.stdout.isatty() and not args.no_progress
-    progress = Progress(interactive, total)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    results: list[tuple[Scenario, list[CaseResult], Path]] = []
+    runs: list[_Run] = []
+    write_error: str | None = None
     index = 0
-    try:
-        for scn in scenarios:
-            folder = Path(args.logs) / f"{stamp}-{scn.name}"
-            try:
-                report = RunReport(folder, scenario=scn.name)
-            except OSError as exc:
-                raise UsageError(f"--logs: cannot create {folder}: {exc.strerror}") from None
-            cases: list[CaseResult] = []
-            with report:
+    with Interrupts(on_signal=_say_stopping, then_ignore=True) as stop:
+        progress = Progress(interactive, total)
+        try:
+            for scn in scenarios:
+                if stop.signum is not None or write_error:
+                    break
+                run = _open_run(scn, args.logs)
+                runs.append(run)
                 for variant, seed in scn.cases():
+                    if stop.signum is not None:
+                        break
                     index += 1
                     progress.start_case(index, f"{scn.name}: {variant} seed {seed}", scn.duration_s)
-                    case = run_case(scn, variant, seed, report=report, on_status=progress.status)
-                    if not scn.schedule.controlled and case.verdicts and args.reproduce > 0:
-                        determinize(scn, variant, seed, case, args.reproduce, progress)
-                    save_reproducer(case, folder)
-                    report.write()  # after every case: nothing is lost if a later one hangs
-                    cases.append(case)
+                    case = run_case(
+                        scn,
+                        variant,
+                        seed,
+                        report=run.report,
+                        on_status=progress.status,
+                        interrupts=stop,
+                    )
+                    if (
+                        not scn.schedule.controlled
+                        and case.verdicts
+                        and case.outcome != "interrupted"
+                        and args.reproduce > 0
+                        and stop.signum is None
+                    ):
+                        determinize(scn, variant, seed, case, args.reproduce, progress, stop)
+                    run.cases.append(case)
                     progress.print(f"{progress.case}: {case.headline()}")
-            results.append((scn, cases, folder))
-    finally:
-        progress.stop()
+                    try:
+                        save_reproducer(case, run.folder)
+                        run.report.write()  # after every case: a later one may never end
+                    except OSError as exc:
+                        write_error = _write_failure(run, exc)
+                        break
+                    if run.report.events_error is not None:
+                        write_error = _write_failure(run, run.report.events_error, "events.jsonl")
+                        break
+        finally:
+            progress.stop()
+            # Written once each, whatever happened above; signals from here on are only
+            # acknowledged (see _say_stopping).
+            for run in runs:
+                complete = len(run.cases) == len(run.scn.cases()) and not any(
+                    c.outcome == "interrupted" for c in run.cases
+                )
+                try:
+                    run.report.finish(
+                        complete=complete, interrupted=None if complete else stop.name
+                    )
+                except OSError as exc:
+                    write_error = write_error or _write_failure(run, exc)
+        code = _print_results(runs)
+        if write_error:
+            sys.stderr.write(f"rmapstress run: error: {write_error}\n")
+            code = max(code, EXIT_USAGE) if code != EXIT_INTERNAL else code
+        if stop.signum is not None:
+            ran = [c for r in runs for c in r.cases]
+            cut = sum(c.outcome == "interrupted" for c in ran)
+            sys.stderr.write(
+                f"rmapstress run: interrupted by {stop.name}: {len(ran)} of {total} case(s) "
+                f"ran, {cut} of them cut short; every case that ran is in the run folder\n"
+            )
+            return stop.exit_code
+    return code
+
+
+def _write_failure(run: _Run, exc: OSError, name: str | None = None) -> str:
+    where = name or (Path(exc.filename).name if exc.filename else "the report")
+    return (
+        f"--logs: cannot write {where} in {run.folder}: {exc.strerror or exc}; "
+        "the files there keep the last version that could be written, and no further "
+        "case was run"
+    )
+
+
+def _print_results(runs: list[_Run]) -> int:
+    """The tables, each defect with its replay command, the run folders; the exit code."""
     width = 160
     code = EXIT_OK
-    for scn, cases, folder in results:
+    for run in runs:
+        scn, cases = run.scn, run.cases
         print()
         print(f"scenario {scn.name} ({scn.path}): {scn.description}".rstrip(": "))
         print(_table(scn, cases, width))
         for c in cases:
-            if c.outcome == "defect":
+            if c.verdicts and c.outcome in ("defect", "interrupted"):
                 v = c.verdicts[0]
-                print(f"\n{c.meta['variant']} seed {c.meta['seed']}: {v.kind}: {v.summary}")
+                found = " (found before the interruption)" if c.outcome == "interrupted" else ""
+                print(
+                    f"\n{c.meta['variant']} seed {c.meta['seed']}: {v.kind}: {v.summary}{found}"
+                )
                 if v.evidence.get("kernel_path"):
                     print(f"  kernel path: {v.evidence['kernel_path']}")
                 for line in v.chain[:4]:
@@ -326,5 +455,6 @@ def cmd_run(args: argparse.Namespace) -> int:
                 code = EXIT_INTERNAL
             elif not matches(c.outcome, c.meta.get("expected")) and code == EXIT_OK:
                 code = EXIT_DEFECT
-        print(f"\nrun folder: {folder}")
+        print(f"\nrun folder: {run.folder}")
+    sys.stdout.flush()
     return code

@@ -24,6 +24,7 @@ from typing import IO, TYPE_CHECKING
 from stress.config import EXIT_EMERGENCY
 from stress.errors import StuckThreadsError
 from stress.report import render_json, render_text
+from stress.runfiles import atomic_write, write_fd
 
 if TYPE_CHECKING:
     from stress.monitor import Monitor
@@ -33,11 +34,17 @@ STACKS_FILE = "emergency-stacks.txt"
 
 
 class Backstop:
-    """The faulthandler timer: fires without the GIL if everything else is stuck."""
+    """The faulthandler timer: fires without the GIL if everything else is stuck.
+
+    Its file must be open before it fires, so it exists while a run goes on; it starts
+    with a line saying so, and is removed when the run ends without the backstop firing.
+    A file left with that line alone (the process was killed) is therefore complete.
+    """
 
     def __init__(self, folder: Path | None) -> None:
         self.folder = folder
         self._file: IO[str] | None = None
+        self._header = 0
         self.armed = False
 
     def arm(self, seconds: float) -> None:
@@ -45,6 +52,13 @@ class Backstop:
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._file = open(self.folder / BACKSTOP_FILE, "w", encoding="utf-8")  # noqa: SIM115
+            header = (
+                f"faulthandler backstop armed by pid {os.getpid()}: every thread's stack "
+                f"follows if the run is still going {seconds:g} s after it started.\n"
+            )
+            self._file.write(header)
+            self._file.flush()
+            self._header = len(header.encode())
             target = self._file
         faulthandler.dump_traceback_later(seconds, exit=True, file=target)
         self.armed = True
@@ -57,7 +71,7 @@ class Backstop:
             path = Path(self._file.name)
             self._file.close()
             self._file = None
-            if path.exists() and path.stat().st_size == 0:
+            if path.exists() and path.stat().st_size <= self._header:
                 path.unlink()
 
 
@@ -106,15 +120,11 @@ def emergency(mon: Monitor, stuck_names: list[str]) -> None:
 
 
 def _write_file(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        _write_fd(fd, text)
-    finally:
-        os.close(fd)
+        atomic_write(path, text)
+    except OSError as exc:  # a full disk must not stop the exit: say so and go on
+        _write_fd(2, f"stress: emergency: cannot write {path}: {exc.strerror or exc}\n")
 
 
 def _write_fd(fd: int, text: str) -> None:
-    data = text.encode("utf-8", "replace")
-    while data:
-        written = os.write(fd, data)
-        data = data[written:]
+    write_fd(fd, text.encode("utf-8", "replace"))

@@ -107,6 +107,7 @@ class Worker:
         )
         self._start_lock = _thread.allocate_lock()
         self._started = False
+        self._ended = False
 
     def start(self) -> None:
         # run() and a worker that spawns another may both try to start it.
@@ -121,8 +122,10 @@ class Worker:
 
     @property
     def finished(self) -> bool:
-        """Started and ended (its thread is gone)."""
-        return self._started and not self.thread.is_alive()
+        """Its target has returned or raised.  (Not "started and not alive": between
+        start() and the thread's first breath it is neither, and pruning it then would
+        lose a running worker; a busy machine makes that window long.)"""
+        return self._ended
 
     def _main(self) -> None:
         state = self.state = current()
@@ -144,6 +147,7 @@ class Worker:
             self.error = exc
             self.mon.worker_crashed(state, exc)
         finally:
+            self._ended = True
             if task is not None and sched is not None:
                 sched.exit(task)
 
@@ -191,6 +195,8 @@ class Monitor:
         self.started_at = time.time()
         self.running = False
         self.cancelled = False
+        #: Cut short from outside (interrupt()): the outcome is 'interrupted'.
+        self.interrupted = False
         self.cancel_reason = ""
         self.cancelled_at: float | None = None
         self._cancel_evt = Flag()
@@ -665,6 +671,14 @@ class Monitor:
             if waiter is not None and waiter.lock.monitor is self:
                 waiter.wake()
 
+    def interrupt(self, reason: str) -> None:
+        """Cut the run short from outside (a signal, a test timeout): cancel it and mark its
+        outcome 'interrupted', unless it had already ended or a stopping verdict had already
+        decided it (then only its linger is cut)."""
+        if not self.cancelled and self._stop_at is None and self._final is None:
+            self.interrupted = True
+        self.cancel(reason)
+
     def _watched(self) -> list[ThreadState]:
         mine = self.states()
         known = set(mine)
@@ -805,6 +819,8 @@ class Monitor:
         verdicts = self.book.snapshot()
         if self.errors or (self.stuck and not verdicts):
             outcome = "error"
+        elif self.interrupted:
+            outcome = "interrupted"
         else:
             outcome = "defect" if verdicts else "clean"
         end = self._ended_at or perf_counter()

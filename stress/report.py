@@ -20,18 +20,27 @@ walks still open then (the stuck ones, marked "open").  Ring records:
 events.jsonl goes through loguru with serialize=True, at the custom level
 STRESS (no 5, below DEBUG): loguru's default stderr handler ignores it, so the
 harness never prints by itself; add a sink at level 5 to see the events elsewhere.
+
+Nothing is ever half-written (stress.runfiles): the report files are replaced
+atomically, events.jsonl grows by whole lines, and a write that fails (a full
+disk) leaves the previous version in place and is kept in `RunReport.error`.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
+if TYPE_CHECKING:
+    from loguru import Message
+
+from stress.runfiles import LineLog, atomic_write
 from stress.threads import Frame, ThreadState, format_stack
 from stress.verdicts import Verdict
 
@@ -103,6 +112,11 @@ class CaseResult:
             what = f"DEFECT after {self.first_defect_s:.3f} s ({kinds})"
         elif self.outcome == "error":
             what = "ERROR"
+        elif self.outcome == "interrupted":
+            n = len(self.verdicts)
+            what = f"INTERRUPTED after {self.duration_s:.1f} s" + (
+                f" ({n} verdict{'s' if n != 1 else ''} before)" if n else ""
+            )
         else:
             what = "clean"
         expected = self.meta.get("expected")
@@ -110,13 +124,19 @@ class CaseResult:
         return f"{who}: {what}{tail}"
 
 
-def render_json(scenario: str, cases: list[CaseResult]) -> str:
-    body = {"schema": SCHEMA, "scenario": scenario, "cases": [c.to_dict() for c in cases]}
+def render_json(scenario: str, cases: list[CaseResult], **run: Any) -> str:
+    """report.json; `run` adds run-level fields (complete, interrupted) before the cases."""
+    body = {"schema": SCHEMA, "scenario": scenario, **run, "cases": [c.to_dict() for c in cases]}
     return json.dumps(body, indent=2, default=str) + "\n"
 
 
-def render_text(scenario: str, cases: list[CaseResult]) -> str:
+def render_text(scenario: str, cases: list[CaseResult], *, interrupted: str | None = None) -> str:
     lines = [f"Stress report: scenario {scenario}, {len(cases)} case(s)", ""]
+    if interrupted:
+        lines[1:1] = [
+            f"The run was interrupted ({interrupted}): the last case was cut short and the "
+            "cases after it did not run."
+        ]
     for i, case in enumerate(cases, 1):
         lines += [*_case_text(i, len(cases), case), ""]
     return "\n".join(lines)
@@ -342,22 +362,39 @@ def _us(value: float) -> str:
 
 
 class RunReport:
-    """A run folder and the writers that fill it; collects the cases of one run."""
+    """A run folder and the writers that fill it; collects the cases of one run.
+
+    `write()` may be called after every case; `finish()` writes the last version once
+    (later calls do nothing), marking the run complete or interrupted.
+    """
 
     def __init__(self, folder: str | Path, *, scenario: str = "adhoc", events: bool = True) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.scenario = scenario
         self.cases: list[CaseResult] = []
+        #: The run ran every case it meant to (False until finish(complete=True)).
+        self.complete = False
+        #: What interrupted the run ("SIGINT", "SIGTERM"), if anything did.
+        self.interrupted: str | None = None
+        #: The first write that failed (a full disk, say); the files keep their last version.
+        self.error: OSError | None = None
         self._token = f"{id(self):x}-{time.monotonic_ns():x}"
         self._sink: int | None = None
+        self._events: LineLog | None = None
+        self._write_lock = threading.Lock()
+        self._finished = False
         if events:
             token = self._token
+            log = self._events = LineLog(self.folder / "events.jsonl")
+
+            def sink(message: Message) -> None:
+                log.write(message)  # one serialized record, one whole line
+
             self._sink = logger.add(
-                self.folder / "events.jsonl",
+                sink,
                 level=LEVEL,
                 serialize=True,
-                buffering=1,
                 filter=lambda record: record["extra"].get("stress_run") == token,
             )
 
@@ -365,6 +402,11 @@ class RunReport:
     def paths(self) -> dict[str, Path]:
         names = ("events.jsonl", "report.json", "report.txt", "trace.json")
         return {n: self.folder / n for n in names}
+
+    @property
+    def events_error(self) -> OSError | None:
+        """The write error that stopped events.jsonl, if one did."""
+        return self._events.error if self._events is not None else None
 
     def event(self, kind: str, message: str, **data: Any) -> None:
         """One record in events.jsonl (kind is 'verdict', 'status', 'case' or 'error')."""
@@ -381,21 +423,46 @@ class RunReport:
             verdicts=len(case.verdicts),
         )
 
+    def run_fields(self) -> dict[str, Any]:
+        return {"complete": self.complete, "interrupted": self.interrupted}
+
     def write(self) -> None:
-        """Write report.json, report.txt and trace.json for the cases so far."""
-        (self.folder / "report.json").write_text(
-            render_json(self.scenario, self.cases), encoding="utf-8"
-        )
-        (self.folder / "report.txt").write_text(
-            render_text(self.scenario, self.cases), encoding="utf-8"
-        )
-        (self.folder / "trace.json").write_text(
-            render_trace(
-                self.trace_events(self.cases),
-                {"scenario": self.scenario, "cases": [c.name for c in self.cases]},
-            ),
-            encoding="utf-8",
-        )
+        """Write report.json, report.txt and trace.json for the cases so far.
+
+        Each file is replaced atomically; on an OSError the files keep their previous
+        version, the error is kept in `error` and raised.
+        """
+        with self._write_lock:
+            cases = list(self.cases)
+            files = {
+                "report.json": render_json(self.scenario, cases, **self.run_fields()),
+                "report.txt": render_text(self.scenario, cases, interrupted=self.interrupted),
+                "trace.json": render_trace(
+                    self.trace_events(cases),
+                    {"scenario": self.scenario, "cases": [c.name for c in cases]},
+                ),
+            }
+            for name, text in files.items():
+                try:
+                    atomic_write(self.folder / name, text)
+                except OSError as exc:
+                    if exc.filename is None:  # os.write does not say which file
+                        exc.filename = str(self.folder / name)
+                    self.error = self.error or exc
+                    raise
+
+    def finish(self, *, complete: bool, interrupted: str | None = None) -> None:
+        """Write the run's last version once, under a guard (later calls do nothing)."""
+        with self._write_lock:
+            if self._finished:
+                return
+            self._finished = True
+            self.complete = complete
+            self.interrupted = interrupted
+        try:
+            self.write()
+        finally:
+            self.close()
 
     def trace_events(self, cases: list[CaseResult]) -> list[dict[str, Any]]:
         """Every case's trace events, one Perfetto process (pid) per case."""
@@ -412,8 +479,8 @@ class RunReport:
         """File contents for the emergency path: pure strings, no I/O, most important first."""
         cases = self.cases + ([current] if current is not None else [])
         return {
-            "report.txt": render_text(self.scenario, cases),
-            "report.json": render_json(self.scenario, cases),
+            "report.txt": render_text(self.scenario, cases, interrupted=self.interrupted),
+            "report.json": render_json(self.scenario, cases, **self.run_fields()),
             "trace.json": render_trace(self.trace_events(cases), {"scenario": self.scenario}),
         }
 
@@ -421,6 +488,8 @@ class RunReport:
         if self._sink is not None:
             logger.remove(self._sink)
             self._sink = None
+        if self._events is not None:
+            self._events.close()
 
     def __enter__(self) -> RunReport:
         return self

@@ -295,7 +295,10 @@ class Watchdog(ProgressChecks):
 
     def _looping(self, walk: Walk, now: float, walk_s: float) -> bool:
         if walk.bound is not None:
-            return walk.n > walk.bound
+            # A walk that checks itself (limit == bound) reports its own first step past
+            # the bound; seen between that step and its check (the walker preempted on a
+            # busy machine), it is not the watchdog's to report.
+            return walk.n > walk.bound and walk.limit != walk.bound
         before = self._walk_steps.get(id(walk))
         return now - walk.t0 > walk_s and before is not None and walk.n > before
 

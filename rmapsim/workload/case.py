@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from rmapsim.atomic import atomic_windows
 from rmapsim.variants import parse_variant
 from rmapsim.workload.actors import World
 from rmapsim.workload.scenario import Scenario
-from stress import CaseResult, Config, Monitor, RunReport, Status
+from stress import CaseResult, Config, Interrupts, Monitor, RunReport, Status
 from stress.sched import Replay, Scheduler, Strategy
 from stress.sched import make as make_strategy
 from stress.sched.repro import Reproducer, combined, source_files, verdict_record
@@ -102,6 +103,7 @@ def run_case(
     instrumented: bool = True,
     strategy_seed: int | None = None,
     replay: Reproducer | None = None,
+    interrupts: Interrupts | None = None,
 ) -> CaseResult:
     """Run one case to its first defect or the end of its duration.
 
@@ -110,7 +112,9 @@ def run_case(
     controlled case (`[schedule] mode = "controlled"`) draws its schedule from
     `strategy_seed` (default: the case seed); `replay` follows a reproducer's
     recorded switches instead.  A controlled case that finds a defect carries its
-    reproducer in `CaseResult.reproducer`.
+    reproducer in `CaseResult.reproducer`.  With `interrupts`, a SIGINT or SIGTERM
+    cuts the case short: it returns with the outcome 'interrupted' and whatever it
+    found so far.
     """
     v = parse_variant(variant)
     cfg = config or watchdog_config(scn)
@@ -151,11 +155,12 @@ def run_case(
     windows = atomic_windows(
         world.yield_point if scn.yields.atomic_windows and sched is None else None
     )
+    watching = interrupts.watching(mon) if interrupts is not None else contextlib.nullcontext()
     try:
-        with windows:
+        with windows, watching:
             result = mon.run()
     except BaseException:  # interrupted (^C, a test timeout): never leave workers running
-        mon.cancel("interrupted")
+        mon.interrupt("interrupted")
         mon.stop()
         raise
     finally:

@@ -18,6 +18,7 @@ from typing import Any
 from rmapsim.errors import ModelError
 from rmapsim.variants import parse_variant
 from stress.config import Config
+from stress.runfiles import name_problem, safe_name
 
 OUTCOMES = ("defect", "clean")
 
@@ -379,6 +380,13 @@ def _build(raw: Mapping[str, Any], path: str, where_prefix: str = "") -> Scenari
             raise err(f"expect.{v}", str(exc)) from None
         if outcome not in OUTCOMES:
             raise err(f"expect.{v}", f"expected 'defect' or 'clean', got {_show(outcome)}")
+        # A command line's --variant replaces the list: its expectations may go unused.
+        if not where_prefix and v not in variants:
+            raise err(
+                f"expect.{v}",
+                f"not one of scenario.variants ({', '.join(variants)}): it would never be "
+                "checked",
+            )
     tables: dict[str, Any] = {}
     for table, (cls, checks) in _TABLES.items():
         given = dict(raw.get(table, {}))
@@ -398,7 +406,11 @@ def _build(raw: Mapping[str, Any], path: str, where_prefix: str = "") -> Scenari
     for key in watchdog:
         if key not in WATCHDOG_KEYS:
             raise err(f"watchdog.{key}", f"unknown key (known: {', '.join(WATCHDOG_KEYS)})")
-    name = values.pop("name", Path(path).stem)
+    if "name" in values:
+        problem = name_problem(values["name"])
+        if problem:  # it names the run folder: one plain path component, never a path
+            raise err("scenario.name", problem)
+    name = values.pop("name", None) or safe_name(Path(path).stem)
     return Scenario(
         name=name,
         path=path,

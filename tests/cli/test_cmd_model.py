@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ referenced P 0x10000 1
 
 
 def cli(
-    *args: str, stdin: str | None = None, timeout: float = 120
+    *args: str, stdin: str | None = None, timeout: float = 120, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "stress", *args],
@@ -31,6 +32,7 @@ def cli(
         capture_output=True,
         text=True,
         timeout=timeout,
+        cwd=cwd,
     )
 
 
@@ -163,12 +165,32 @@ def test_exec_reads_stdin() -> None:
         (["exec", "-", "--memory", "leaky"], "", "invalid choice: 'leaky'"),
         (["exec"], None, "the following arguments are required: program"),
         (["hunt"], None, "the following arguments are required: --variant"),
-        (["hunt", "--variant", "2.6.34", "--budget-s", "0"], None, "--budget-s must be positive"),
+        (["hunt", "--variant", "2.6.34", "--budget-s", "0"], None, "--budget-s: must be a"),
+        (["hunt", "--variant", "2.6.34", "--budget-s", "nan"], None, "--budget-s: must be a"),
+        (["hunt", "--variant", "2.6.34", "--budget-s", "inf"], None, "got inf"),
+        (["hunt", "--variant", "2.6.34", "--budget-s", "-5"], None, "got -5"),
+        (["hunt", "--variant", "2.6.34", "--budget-s", "1e9"], None, "at most 86400"),
+        # Refused at once, not after a hunt of the whole budget on a kernel with no defect.
+        (
+            ["hunt", "--variant", "2.6.34", "--budget-s", "600", "-o", "/nonexistent/x.rmap"],
+            None,
+            "-o: cannot write /nonexistent/x.rmap: no folder /nonexistent",
+        ),
+        (["hunt", "--variant", "2.6.34", "-o", "/"], None, "-o: / is a folder"),
+        (
+            ["exec", "-", "--slab-page-bytes", str(1 << 40)],
+            "",
+            "--slab-page-bytes: must be a multiple of 8 from 768 to 1048576, got 1099511627776",
+        ),
+        (["exec", "-", "--slab-page-bytes", "1001"], "", "--slab-page-bytes: must be"),
+        (["exec", "-", "--slab-page-bytes", "767"], "", "--slab-page-bytes: must be"),
+        (["exec", "-", "--min-partial", "-1"], "", "--min-partial: must be from 0 to 1000"),
+        (["exec", "-", "--min-partial", "1001"], "", "--min-partial: must be from 0 to 1000"),
         (["frob"], None, "invalid choice: 'frob'"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(args: list[str], stdin: str | None, message: str) -> None:
-    r = cli(*args, stdin=stdin)
+    r = cli(*args, stdin=stdin, timeout=60)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
@@ -204,3 +226,79 @@ def test_hunt_on_final_kernel_finds_nothing_in_a_short_budget() -> None:
     r = cli("hunt", "--variant", "2.6.34", "--budget-s", "8")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "no defect in" in r.stdout
+
+
+@pytest.mark.timeout(120)
+def test_hunt_leaves_nothing_in_the_current_folder(tmp_path: Path) -> None:
+    r = cli("hunt", "--variant", "2.6.34-rc3", "--budget-s", "3", cwd=tmp_path, timeout=100)
+    assert r.returncode in (0, 1), r.stderr
+    assert list(tmp_path.iterdir()) == []  # no .hypothesis/
+
+
+@pytest.mark.parametrize(
+    ("command", "words"),
+    [
+        (
+            "exec",
+            [
+                "audit the reverse map's invariants I1-I7 after every line",
+                "(default: 4096)",
+                "(SLUB: 5; default: 5)",
+                "(default: 2.6.34)",
+                "(default: reuse)",
+                "CONFIG_DEBUG_LIST",
+            ],
+        ),
+        (
+            "hunt",
+            [
+                "shrink it to a minimal program",
+                "(default: 60)",
+                "search seed",
+                "(default: 0)",
+                "(default: reuse)",
+                "its folder must exist",
+            ],
+        ),
+        ("run", ["--memory {reuse,kasan}", "'kasan' poisons them"]),
+    ],
+)
+def test_help_describes_the_command_and_its_defaults(command: str, words: list[str]) -> None:
+    r = cli(command, "--help", timeout=60)
+    assert r.returncode == 0, r.stderr
+    text = " ".join(r.stdout.split())  # argparse wraps lines
+    for word in words:
+        assert word in text, (word, r.stdout)
+
+
+@pytest.mark.timeout(150)
+def test_exec_shows_a_progress_line_on_a_terminal_only(tmp_path: Path) -> None:
+    import pty
+
+    prog = tmp_path / "long.rmap"
+    prog.write_text("".join(f"spawn P{i}\n" for i in range(12_000)))
+    master, slave = pty.openpty()
+    with open(tmp_path / "out.json", "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stress", "exec", str(prog), "--json"],
+            stdout=out,
+            stderr=slave,
+        )
+    os.close(slave)
+    seen = b""
+    while True:  # until the child's end closes the terminal (EIO)
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert proc.wait(120) == 0
+    text = seen.decode()
+    assert "exec 2.6.34: line 1 of 12,000 (0%" in text, text
+    assert text.endswith("\r\x1b[K")  # the line is cleared at the end
+    assert json.loads((tmp_path / "out.json").read_text())["ops"] == 12_000
+    r = cli("exec", str(prog), "--json", timeout=120)  # stderr a pipe: nothing on it
+    assert r.returncode == 0 and r.stderr == ""

