@@ -225,7 +225,7 @@ class Monitor:
         self.faulted: set[ThreadState] = set()
         #: Busy-waits in progress (stress.spins), by id.
         self.spins: dict[int, spins.Spin] = {}
-        self.spins_lock = threading.Lock()
+        self.spins_lock = _thread.allocate_lock()
 
     # -- locks ---------------------------------------------------------------------------
 

@@ -8,7 +8,17 @@ import sys
 
 import pytest
 
-APPLICATION = {"cli", "cmd_model", "cmd_run", "pytest_plugin", "__main__"}
+APPLICATION = {
+    "cli",
+    "cmd_campaign",
+    "cmd_campaign_cases",
+    "cmd_model",
+    "cmd_programs",
+    "cmd_replay",
+    "cmd_run",
+    "pytest_plugin",
+    "__main__",
+}
 
 CODE = """
 import importlib, pkgutil, sys
