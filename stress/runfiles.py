@@ -103,9 +103,11 @@ def atomic_write(path: str | Path, text: str) -> None:
         finally:
             os.close(fd)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(target)  # os.write names none; the message must
         raise
 
 

@@ -181,11 +181,11 @@ class Reproducer:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write atomically (a temporary file renamed over the target)."""
+        from stress.runfiles import atomic_write
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(self.dumps(), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write(path, self.dumps())  # a full disk leaves no half-written file
         return path
 
     # -- reading ---------------------------------------------------------------------------

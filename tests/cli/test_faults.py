@@ -334,7 +334,19 @@ def test_full_disk_is_one_clear_error_and_keeps_what_was_written(tmp_path: Path)
     logs = tmp_path / "logs"
     logs.mkdir()
     r = subprocess.run(
-        [sys.executable, "-c", DISK_FULL, str(logs), "run", "quick.toml", "--logs", "logs"],
+        # (--reproduce 0: no reproducer file, so that report.json is the write that fails)
+        [
+            sys.executable,
+            "-c",
+            DISK_FULL,
+            str(logs),
+            "run",
+            "quick.toml",
+            "--logs",
+            "logs",
+            "--reproduce",
+            "0",
+        ],
         capture_output=True,
         text=True,
         timeout=WAIT_S,
@@ -478,3 +490,37 @@ def test_one_scenario_named_twice_gets_two_folders(tmp_path: Path) -> None:
     for folder in folders:
         (case,) = json.loads((folder / "report.json").read_text())["cases"]
         assert case["variant"] == "rik-v2"
+
+
+CONTROLLED_LONG = """\
+[scenario]
+name = "controlled"
+variants = ["2.6.34"]
+seeds = [1]
+duration_s = 600.0
+
+[schedule]
+mode = "controlled"
+"""
+
+
+@pytest.mark.timeout(200)
+def test_sigint_cuts_a_controlled_case_short_too(tmp_path: Path) -> None:
+    # Under the controlled scheduler every thread but one is parked by the harness: the
+    # signal must reach them there as well.
+    (tmp_path / "ctl.toml").write_text(CONTROLLED_LONG)
+    run = Background(tmp_path, "ctl.toml", "--logs", "logs")
+    logs = tmp_path / "logs"
+    run.wait_for("the case's first status line", lambda: "ops/s" in run.stdout)
+    run.signal(signal.SIGINT)
+    code = run.finish()
+    assert code == 130, (code, run.stdout, run.stderr)
+    assert "Traceback" not in run.stderr
+    assert_all_complete(logs)
+    folder = folder_of(logs, "controlled")
+    assert folder is not None
+    doc = json.loads((folder / "report.json").read_text())
+    assert doc["complete"] is False and doc["interrupted"] == "SIGINT"
+    ((case,),) = [doc["cases"]]
+    assert case["outcome"] == "interrupted" and case["verdicts"] == []
+    assert re.search(r"^2\.6\.34\s+1\s+reuse\s+interrupted\s+clean \?", run.stdout, re.M)

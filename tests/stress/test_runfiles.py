@@ -71,7 +71,7 @@ def run_limited(tmp_path: Path, body: str, limit: int) -> subprocess.CompletedPr
     """Run `body` in a child whose files may not grow past `limit` bytes."""
     script = textwrap.dedent(
         f"""
-        import resource, signal, sys
+        import os, resource, signal, sys
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of death
         resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
         from stress.runfiles import LineLog, atomic_write
@@ -95,11 +95,12 @@ def test_a_failed_atomic_write_keeps_the_old_file_and_no_temporary(tmp_path: Pat
         try:
             atomic_write(folder + "/report.json", '{"cases": ["' + "x" * 100_000 + '"]}')
         except OSError as exc:
-            print("refused", exc.errno)
+            print("refused", exc.errno, os.path.basename(exc.filename))
         """,
         limit=50_000,
     )
-    assert r.stdout.strip() == "refused 27", (r.stdout, r.stderr)  # EFBIG
+    # EFBIG, and the error names the file it could not write (os.write names none).
+    assert r.stdout.strip() == "refused 27 report.json", (r.stdout, r.stderr)
     assert json.loads((tmp_path / "report.json").read_text()) == {"cases": ["kept"]}
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
 

@@ -110,3 +110,36 @@ def test_a_race_only_threads_reach_is_found_under_control() -> None:
     assert found, "no seed of the race scenario showed the race"
     # The symptom is the orphaned anon_vma_chain's freed vma, reached by a walk.
     assert any(v.kind == "use-after-free" and "vm_area_struct" in v.summary for v in found)
+
+
+@pytest.mark.timeout(120)
+def test_a_signal_ends_the_search_for_a_controlled_schedule() -> None:
+    # `run` looks for a controlled schedule after a free-running defect; a Ctrl-C then
+    # must end the search (and cut its running attempt short), not wait out the budget.
+    import os
+    import signal
+    import threading
+    import time
+
+    from rmapsim.workload.determinize import find_controlled
+    from stress import Interrupts
+
+    scn = tiny_scenario(duration_s=600.0)
+    started = threading.Event()
+    with Interrupts() as stop:
+
+        def ctrl_c() -> None:
+            started.wait(60)
+            time.sleep(1.0)  # most likely inside the first attempt; before it works too
+            os.kill(os.getpid(), signal.SIGINT)
+
+        threading.Thread(target=ctrl_c, name="ctrl-c", daemon=True).start()
+        started.set()
+        # A verdict no attempt can show: without the signal it would search for 600 s.
+        found = find_controlled(
+            scn, "2.6.34", 1, "deadlock", "no such signature", budget_s=600.0, interrupts=stop
+        )
+    assert stop.name == "SIGINT"
+    assert not found.found
+    assert found.attempts == 1  # the attempt running then was cut short; none followed
+    assert found.seconds < 600.0
