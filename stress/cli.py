@@ -21,6 +21,8 @@ SLAB_PAGE_MIN, SLAB_PAGE_MAX = 768, 1 << 20
 MIN_PARTIAL_MAX = 1000
 #: The longest `hunt --budget-s` (a day, as a scenario's duration_s).
 HUNT_BUDGET_MAX = 24 * 3600.0
+#: The most threads `hunt --threads` searches (each one multiplies the interleavings).
+HUNT_THREADS_MAX = 8
 
 MEMORY_HELP = (
     "memory model: 'reuse' recycles freed objects as SLUB does, so a use-after-free shows "
@@ -140,8 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         metavar="N",
-        help="search concurrent programs of N threads under controlled schedules (default: "
-        "sequential programs)",
+        help=f"search concurrent programs of N threads (2..{HUNT_THREADS_MAX}) under controlled "
+        "schedules (default: 0, sequential programs)",
     )
 
     from stress import cmd_programs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -10,6 +11,7 @@ import shlex
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from hypothesis.configuration import set_hypothesis_home_dir, storage_directory
@@ -23,6 +25,7 @@ from stress.cli import (
     EXIT_DEFECT,
     EXIT_OK,
     HUNT_BUDGET_MAX,
+    HUNT_THREADS_MAX,
     MIN_PARTIAL_MAX,
     SLAB_PAGE_MAX,
     SLAB_PAGE_MIN,
@@ -274,11 +277,17 @@ def cmd_hunt(args: argparse.Namespace) -> int:
         )
     if args.output:
         _check_writable(args.output)  # before the hunt, not after it
+    if args.threads != 0 and not 2 <= args.threads <= HUNT_THREADS_MAX:
+        raise UsageError(
+            f"--threads: must be 0 (sequential programs) or from 2 to {HUNT_THREADS_MAX}, "
+            f"got {args.threads}"
+        )
     v = variants[0]
     if args.threads:
         from stress.cmd_programs import hunt_threads
 
-        return hunt_threads(args, v)
+        with _hypothesis_home():
+            return hunt_threads(args, v)
     last = [time.monotonic()]
 
     def progress(examples: int, elapsed: float) -> None:
@@ -289,21 +298,14 @@ def cmd_hunt(args: argparse.Namespace) -> int:
                 f"({examples / max(elapsed, 1e-9):.0f}/s), no defect yet\n"
             )
 
-    # Hypothesis keeps a cache in ./.hypothesis unless told otherwise: a hunt leaves
-    # nothing in the current folder.
-    previous = storage_directory("x", intent_to_write=False).home_directory
-    with tempfile.TemporaryDirectory(prefix="rmapstress-hunt-") as home:
-        set_hypothesis_home_dir(home)
-        try:
-            result = hunt(
-                v,
-                budget_s=args.budget_s,
-                seed_value=args.seed,
-                memory=args.memory,
-                on_progress=progress,
-            )
-        finally:
-            set_hypothesis_home_dir(previous)
+    with _hypothesis_home():
+        result = hunt(
+            v,
+            budget_s=args.budget_s,
+            seed_value=args.seed,
+            memory=args.memory,
+            on_progress=progress,
+        )
     if not result.found:
         print(
             f"hunt {v.name}: no defect in {result.examples} programs "
@@ -331,6 +333,19 @@ def cmd_hunt(args: argparse.Namespace) -> int:
         sys.stderr.write(f"written to {args.output}\n")
         print(f"# replay: {replay_command(args.output, v, args.memory)}")
     return EXIT_DEFECT
+
+
+@contextlib.contextmanager
+def _hypothesis_home() -> Iterator[None]:
+    """Hypothesis keeps a cache in ./.hypothesis unless told otherwise: a hunt (either
+    kind) leaves nothing in the current folder."""
+    previous = storage_directory("x", intent_to_write=False).home_directory
+    with tempfile.TemporaryDirectory(prefix="rmapstress-hunt-") as home:
+        set_hypothesis_home_dir(home)
+        try:
+            yield
+        finally:
+            set_hypothesis_home_dir(previous)
 
 
 def _check_writable(path: str) -> None:

@@ -177,6 +177,9 @@ def test_exec_reads_stdin() -> None:
             "-o: cannot write /nonexistent/x.rmap: no folder /nonexistent",
         ),
         (["hunt", "--variant", "2.6.34", "-o", "/"], None, "-o: / is a folder"),
+        (["hunt", "--variant", "2.6.34", "--threads", "-1"], None, "--threads: must be 0"),
+        (["hunt", "--variant", "2.6.34", "--threads", "1"], None, "or from 2 to 8, got 1"),
+        (["hunt", "--variant", "2.6.34", "--threads", "9"], None, "or from 2 to 8, got 9"),
         (
             ["exec", "-", "--slab-page-bytes", str(1 << 40)],
             "",
@@ -228,9 +231,12 @@ def test_hunt_on_final_kernel_finds_nothing_in_a_short_budget() -> None:
     assert "no defect in" in r.stdout
 
 
-@pytest.mark.timeout(120)
-def test_hunt_leaves_nothing_in_the_current_folder(tmp_path: Path) -> None:
-    r = cli("hunt", "--variant", "2.6.34-rc3", "--budget-s", "3", cwd=tmp_path, timeout=100)
+@pytest.mark.timeout(200)
+@pytest.mark.parametrize("threads", [[], ["--threads", "2"]], ids=["sequential", "concurrent"])
+def test_hunt_leaves_nothing_in_the_current_folder(tmp_path: Path, threads: list[str]) -> None:
+    r = cli(
+        "hunt", "--variant", "2.6.34-rc3", "--budget-s", "3", *threads, cwd=tmp_path, timeout=180
+    )
     assert r.returncode in (0, 1), r.stderr
     assert list(tmp_path.iterdir()) == []  # no .hypothesis/
 
