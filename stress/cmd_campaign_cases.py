@@ -134,7 +134,11 @@ def load_scenarios(plan: Plan) -> list[Scenario]:
         try:
             watchdog_config(scn)
         except ConfigError as exc:
-            raise UsageError(str(exc)) from None
+            text = str(exc)
+            duration = plan.overrides.get("duration_s") if plan.overrides else None
+            if duration is not None:  # the option broke the ladder: name it first
+                text = f"--duration {duration:g}: too short for {text}"
+            raise UsageError(text) from None
         if any(s.name == scn.name for s in out):
             raise UsageError(f"{path}: another scenario is also named {scn.name!r}")
         out.append(scn)

@@ -461,6 +461,8 @@ def test_bad_input_is_one_line_and_status_2(
     one_line_error(capsys, [s, "--cases", "0"], "--cases: must be at least 1")
     one_line_error(capsys, [s, "--variant", "nope"], "--variant:")
     one_line_error(capsys, [s, "--duration", "-1"], "--duration: must not be negative")
+    # (the default scenario: its watchdog needs more than a second)
+    one_line_error(capsys, ["--duration", "1"], "--duration 1: too short for", "lkml-2010.toml")
     one_line_error(capsys, [str(tmp_path / "missing.toml")], "missing.toml: cannot read")
     one_line_error(capsys, ["--resume", str(tmp_path / "none")], "--resume:", "campaign.json")
     one_line_error(capsys, ["--report", str(tmp_path / "none")], "--report:", "campaign.json")
