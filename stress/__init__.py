@@ -32,7 +32,8 @@ from stress.instrument import Instrumentation, Interrupted, instrument_threading
 from stress.interrupts import Interrupts
 from stress.lockdep import LockClass
 from stress.locks import Mutex, TimedMutex
-from stress.monitor import Monitor, Status, Worker, default_monitor
+from stress.monitor import Monitor, default_monitor
+from stress.outcome import Status
 from stress.report import CaseResult, RunReport
 from stress.rwsem import RWSem
 from stress.sched.core import Scheduler, yield_point
@@ -41,6 +42,7 @@ from stress.tsync import Lock, RLock
 from stress.tsync_cond import Barrier, BoundedSemaphore, Condition, Event, Semaphore
 from stress.verdicts import Verdict
 from stress.walks import Walk
+from stress.worker import Worker
 
 __all__ = [
     "EXIT_BACKSTOP",

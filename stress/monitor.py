@@ -16,28 +16,26 @@ the CaseResult, which is also added to the attached RunReport.
 from __future__ import annotations
 
 import _thread
-import threading
 import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from stress import diagnosis, escape, leaks, spins
+from stress import diagnosis, escape, leaks, outcome, spins
 from stress.config import Config
 from stress.errors import Cancelled
 from stress.lockcore import Waiter
 from stress.lockdep import LockClass, Lockdep
 from stress.locks import Mutex, TimedMutex
+from stress.outcome import Status
 from stress.rawsync import Flag
-from stress.report import CaseResult, Record, RunReport, chrome_events, open_records
+from stress.report import CaseResult, Record, RunReport
 from stress.rwsem import RWSem
 from stress.samples import Activity
 from stress.sched.locks import ControlledMutex, ControlledRWSem, ControlledTimedMutex
-from stress.sched.timeline import trace_events as schedule_events
 from stress.threads import (
     ThreadState,
     all_threads,
@@ -51,9 +49,10 @@ from stress.threads import (
 from stress.verdicts import Verdict, VerdictBook
 from stress.walks import Walk
 from stress.watchdog import Watchdog
+from stress.worker import Worker
 
 if TYPE_CHECKING:
-    from stress.sched.core import Scheduler, Task
+    from stress.sched.core import Scheduler
     from stress.sched.pool import ThreadPool
 
 #: How often run() looks at its workers while waiting for the budget to end.
@@ -61,95 +60,6 @@ _RUN_TICK_S = 0.05
 #: A controlled run's wall-clock cap: duration_s times this, plus the slack.
 CONTROLLED_WALL_FACTOR = 20.0
 CONTROLLED_WALL_SLACK_S = 30.0
-
-
-@dataclass(frozen=True)
-class Status:
-    """A status tick: what the run has done so far (for progress bars and status lines)."""
-
-    case: str
-    elapsed_s: float
-    ops: int
-    ops_per_s: float
-    walks: int
-    walks_per_s: float
-    walk_steps: int
-    verdicts: int
-    kinds: dict[str, int]
-
-
-class Worker:
-    """A thread spawned by a Monitor: cancellation ends it quietly, an exception is a verdict."""
-
-    def __init__(
-        self,
-        mon: Monitor,
-        target: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        name: str,
-        tracked: bool,
-    ) -> None:
-        self.mon = mon
-        self.name = name
-        self.tracked = tracked
-        self._target, self._args, self._kwargs = target, args, kwargs
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self.state: ThreadState | None = None
-        #: The controlled scheduler's task of this thread (controlled runs only).
-        self.task: Task | None = None
-        pool = mon.pool
-        self.thread: Any = (
-            pool.thread(self._main, name)
-            if pool is not None
-            else threading.Thread(target=self._main, name=name, daemon=True)
-        )
-        self._start_lock = _thread.allocate_lock()
-        self._started = False
-        self._ended = False
-
-    def start(self) -> None:
-        # run() and a worker that spawns another may both try to start it.
-        with self._start_lock:
-            if not self._started:
-                self._started = True
-                self.thread.start()
-
-    @property
-    def alive(self) -> bool:
-        return bool(self.thread.is_alive())
-
-    @property
-    def finished(self) -> bool:
-        """Its target has returned or raised.  (Not "started and not alive": between
-        start() and the thread's first breath it is neither, and pruning it then would
-        lose a running worker; a busy machine makes that window long.)"""
-        return self._ended
-
-    def _main(self) -> None:
-        state = self.state = current()
-        task, sched = self.task, self.mon.scheduler
-        if task is not None and sched is not None:
-            try:
-                sched.enter(task, state)  # parked until its first turn
-            except Cancelled:
-                sched.exit(task)
-                return
-        try:
-            self.mon.adopt(state)
-            if self.tracked:
-                state.tracked_by = self.mon
-            self.result = self._target(*self._args, **self._kwargs)
-        except Cancelled:
-            pass
-        except BaseException as exc:  # recorded, never lost: a crash verdict
-            self.error = exc
-            self.mon.worker_crashed(state, exc)
-        finally:
-            self._ended = True
-            if task is not None and sched is not None:
-                sched.exit(task)
 
 
 class Monitor:
@@ -730,46 +640,10 @@ class Monitor:
         forget(gone)
 
     def _totals(self) -> tuple[int, int, int, int]:
-        """(ops, walks, walk steps, threads), retired threads included."""
-        with self._states_lock:
-            states = list(self._states)
-            ops, walks, steps, nthreads = self._retired
-        ops += sum(s.ops for s in states)
-        walks += sum(s.nwalks for s in states)
-        steps += sum(s.steps for s in states)
-        return ops, walks, steps, nthreads + len(states)
+        return outcome.totals(self)
 
     def _status(self, now: float) -> None:
-        ops, walks, steps, _ = self._totals()
-        prev_t, prev_ops, prev_walks = self._status_prev
-        span = max(now - prev_t, 1e-9)
-        self._status_prev = (now, ops, walks)
-        kinds: dict[str, int] = {}
-        for v in self.book.snapshot():
-            kinds[v.kind] = kinds.get(v.kind, 0) + v.count
-        status = Status(
-            self.name,
-            round(now - self.t0, 3),
-            ops,
-            round((ops - prev_ops) / span, 1),
-            walks,
-            round((walks - prev_walks) / span, 1),
-            steps,
-            sum(kinds.values()),
-            kinds,
-        )
-        if self.report is not None:
-            self.report.event(
-                "status",
-                f"{status.ops:,} ops, {status.walks:,} walks, {status.verdicts} verdicts",
-                case=self.name,
-                status=status.__dict__,
-            )
-        if self.on_status is not None:
-            try:
-                self.on_status(status)
-            except Exception as exc:
-                self.internal_error("status callback", exc)
+        outcome.status_tick(self, now)
 
     def stop(self) -> CaseResult:
         """End the run (cancelling it if needed) and return its result (idempotent)."""
@@ -810,99 +684,16 @@ class Monitor:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # -- results -------------------------------------------------------------------------
+    # -- results (stress.outcome builds them) --------------------------------------------
 
     def result(self) -> CaseResult:
         """The case as it stands (final after stop())."""
         if self._final is not None:
             return self._final
-        verdicts = self.book.snapshot()
-        if self.errors or (self.stuck and not verdicts):
-            outcome = "error"
-        elif self.interrupted:
-            outcome = "interrupted"
-        else:
-            outcome = "defect" if verdicts else "clean"
-        end = self._ended_at or perf_counter()
-        return CaseResult(
-            name=self.name,
-            meta=dict(self.meta),
-            outcome=outcome,
-            first_defect_s=min((v.at_s for v in verdicts), default=None),
-            duration_s=end - self.t0,
-            verdicts=verdicts,
-            late=list(self.late),
-            stats=self.stats(end),
-            cancel_reason=self.cancel_reason,
-            stuck=list(self.stuck),
-            stuck_detail=list(self.stuck_detail),
-            errors=list(self.errors),
-            trace_events=self._trace_events(end),
-        )
+        return outcome.case_result(self)
 
     def stats(self, now: float | None = None) -> dict[str, Any]:
-        now = perf_counter() if now is None else now
-        elapsed = max(now - self.t0, 1e-9)
-        ops, walks, steps, nthreads = self._totals()
-        kinds: dict[str, int] = {}
-        for v in self.book.snapshot():
-            kinds[v.kind] = kinds.get(v.kind, 0) + v.count
-        wd = self._watchdog
-        polls = wd.polls if wd is not None else 0
-        busy = wd.busy_s if wd is not None else 0.0
-        return {
-            "duration_s": round(elapsed, 4),
-            "threads": nthreads,
-            "ops": ops,
-            "ops_per_s": round(ops / elapsed, 1),
-            "walks": walks,
-            "walks_per_s": round(walks / elapsed, 1),
-            "walk_steps": steps,
-            "verdicts_by_kind": kinds,
-            "watchdog": {
-                "period_s": self.config.poll_s,
-                "polls": polls,
-                "busy_s": round(busy, 4),
-                "busy_pct": round(100.0 * busy / elapsed, 3),
-                "cpu_pct": round(100.0 * (wd.cpu_s if wd is not None else 0.0) / elapsed, 3),
-                # Checks put off because a thread only lacked a CPU (an overloaded machine).
-                "deferred_for_overload": wd.deferred if wd is not None else 0,
-            },
-            "lockdep": {
-                "classes": len(self.lockdep.classes),
-                "dependencies": sum(
-                    len(k.after) for c in self.lockdep.classes.values() for k in c.keys
-                ),
-                "slow_checks": self.lockdep.slow_checks,
-            },
-            "lock_classes": {name: c.stats.to_dict() for name, c in self.lockdep.classes.items()},
-            "trace": {
-                "capacity": self.config.trace_events,
-                "kept": len(self.trace_ring) if self.trace_ring is not None else 0,
-            },
-            "schedule": (
-                {"mode": "controlled", **self.scheduler.describe()}
-                if self.scheduler is not None
-                else {"mode": "free"}
-            ),
-        }
-
-    def _trace_events(self, now: float) -> list[dict[str, Any]]:
-        ring = self.trace_ring
-        if ring is None:
-            return []
-        states = self.states()
-        others = [s for s in all_threads() if s not in set(states)]
-        records = list(ring) + open_records(states + others, self, now)
-        names = {s.tid: s.name for s in states + others}
-        process = " ".join(f"{k}={self.meta[k]}" for k in ("variant", "seed") if k in self.meta)
-        events = chrome_events(
-            records, pid=1, base=self.t0, process=process or self.name, threads=names
-        )
-        sched = self.scheduler
-        if sched is not None and sched.switches:
-            events += schedule_events(sched.switches, pid=1, base=self.t0, start=self.t0, end=now)
-        return events
+        return outcome.run_stats(self, perf_counter() if now is None else now)
 
     def close(self) -> None:
         """Alias of stop() for callers that only want the run ended."""
