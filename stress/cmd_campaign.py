@@ -36,7 +36,7 @@ from stress.campaign import (
     write_html,
 )
 from stress.campaign.text import duration_text
-from stress.cli import EXIT_DEFECT, EXIT_OK, UsageError
+from stress.cli import EXIT_DEFECT, EXIT_INTERNAL, EXIT_OK, UsageError
 from stress.cmd_campaign_cases import (
     CASE_FUNCTION,
     DEFAULT_SCENARIO,
@@ -370,6 +370,14 @@ def _run(
     page = _report(store, manifest, interrupted=outcome.interrupted)
     ok = _print_summary(store, manifest, executor.description)
     print(f"\nresults: {store.results_path}\nreport:  {page}")
+    if outcome.broken:
+        sys.stdout.flush()
+        sys.stderr.write(
+            f"rmapstress campaign: error: the campaign stopped: {outcome.broken}; the cases "
+            "it could not run are not recorded: once fixed, go on with: rmapstress campaign "
+            f"--resume {shlex.quote(str(store.folder))}\n"
+        )
+        return EXIT_INTERNAL
     if outcome.interrupted:
         finished = len(previous) + len(outcome.records)
         print(

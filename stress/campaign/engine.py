@@ -18,12 +18,12 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Protocol
 
-from stress.campaign.executor import Case, Executor, Finished
+from stress.campaign.executor import Case, Executor, ExecutorBroken, Finished
 from stress.campaign.store import CampaignStore
 
 #: Fields every record carries, in this order, before the rest.
@@ -65,6 +65,8 @@ class RunOutcome:
     #: The stream ended (every case ran); False when the deadline or a signal stopped it.
     exhausted: bool = False
     in_flight_dropped: list[str] = field(default_factory=list)
+    #: Why the executor could run no more cases (ExecutorBroken), if it could not.
+    broken: str = ""
 
 
 def lost_record(case: Case, why: str) -> dict[str, Any]:
@@ -161,37 +163,10 @@ class Runner:
                 handlers[sig] = signal.signal(sig, self._on_signal)
         kill = True
         try:
-            exhausted = False
-            last_tick = 0.0
-            while True:
-                if not self._stop and not exhausted:
-                    while self.executor.busy() < self.executor.slots:
-                        if deadline is not None and time.monotonic() >= deadline:
-                            exhausted = True
-                            break
-                        case = next(stream, None)
-                        if case is None:
-                            exhausted = True
-                            outcome.exhausted = True
-                            break
-                        self.executor.submit(case)
-                        if self.observer is not None:
-                            self.observer.started(case)
-                if self._stop:
-                    break
-                if exhausted and self.executor.busy() == 0:
-                    kill = False
-                    break
-                for fin in self.executor.poll(self.poll_s):
-                    rec = build_record(self.store, fin, self.session)
-                    self.store.append(rec)
-                    self.records.append(rec)
-                    if self.observer is not None:
-                        self.observer.finished(rec)
-                now = time.monotonic()
-                if self.observer is not None and now - last_tick >= 0.5:
-                    last_tick = now
-                    self.observer.tick(self)
+            kill = not self._loop(stream, outcome, deadline)
+        except ExecutorBroken as exc:
+            outcome.broken = str(exc)
+            self._stop = self._stop or "broken"
         finally:
             if self._stop or kill:
                 outcome.in_flight_dropped = [c.key for c, _, _ in self.executor.running()]
@@ -199,9 +174,43 @@ class Runner:
             for sig, old in handlers.items():
                 signal.signal(sig, old)
         outcome.records = self.records
-        outcome.interrupted = bool(self._stop)
-        outcome.signal_name = self._stop
+        outcome.interrupted = bool(self._stop) and not outcome.broken
+        outcome.signal_name = "" if outcome.broken else self._stop
         return outcome
+
+    def _loop(self, stream: Iterator[Case], outcome: RunOutcome, deadline: float | None) -> bool:
+        """Hand out cases and collect what finishes; True when every case ran (nothing is
+        left to kill), False when a signal or stop() ended it."""
+        exhausted = False
+        last_tick = 0.0
+        while True:
+            if not self._stop and not exhausted:
+                while self.executor.busy() < self.executor.slots:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        exhausted = True
+                        break
+                    case = next(stream, None)
+                    if case is None:
+                        exhausted = True
+                        outcome.exhausted = True
+                        break
+                    self.executor.submit(case)
+                    if self.observer is not None:
+                        self.observer.started(case)
+            if self._stop:
+                return False
+            if exhausted and self.executor.busy() == 0:
+                return True
+            for fin in self.executor.poll(self.poll_s):
+                rec = build_record(self.store, fin, self.session)
+                self.store.append(rec)
+                self.records.append(rec)
+                if self.observer is not None:
+                    self.observer.finished(rec)
+            now = time.monotonic()
+            if self.observer is not None and now - last_tick >= 0.5:
+                last_tick = now
+                self.observer.tick(self)
 
 
 def time_spent(

@@ -44,6 +44,11 @@ class Finished:
     started_at: float | None = None
 
 
+class ExecutorBroken(Exception):
+    """The executor cannot run any case (its workers cannot even start): the campaign
+    stops, and the cases it could not run stay unrecorded, for a --resume once fixed."""
+
+
 class Executor(Protocol):
     """Runs cases somewhere, at most `slots` at a time."""
 

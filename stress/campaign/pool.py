@@ -24,13 +24,15 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import IO, Any
 
-from stress.campaign.executor import Case, Finished, describe_exit
-from stress.campaign.worker import ARENA_MAX
+from stress.campaign.executor import Case, ExecutorBroken, Finished, describe_exit
+from stress.campaign.worker import ARENA_MAX, READY
 
 #: Cases a worker process runs before it is replaced.
 DEFAULT_RECYCLE = 50
 #: How long a worker gets to exit on its own before it is killed.
 _EXIT_WAIT_S = 5.0
+#: Fresh workers in a row that die before they are ready: the pool cannot run cases.
+START_FAILURES = 3
 
 
 class _Slot:
@@ -47,6 +49,8 @@ class _Slot:
         self.started_at = 0.0
         self.retiring = False
         self.generation = 0
+        #: The worker said it is ready (a death before that ran no case).
+        self.ready = False
 
     @property
     def label(self) -> str:
@@ -83,6 +87,7 @@ class LocalPool:
         recycling = f", each recycled after {self.recycle} cases" if self.recycle else ""
         self.description = f"{jobs} local worker process{'es' if jobs != 1 else ''}{recycling}"
         self.started = 0  # worker processes started so far
+        self._start_failures = 0  # fresh workers in a row that died before being ready
 
     @property
     def slots(self) -> int:
@@ -131,6 +136,7 @@ class LocalPool:
         slot.conn = Connection(parent_sock.detach())
         slot.conn.send({"sys_path": list(sys.path), "recycle": self.recycle})
         slot.retiring = False
+        slot.ready = False
         slot.generation += 1
         slot.started_at = time.time()
         self.started += 1
@@ -174,10 +180,15 @@ class LocalPool:
         for conn in wait(list(by_conn), timeout):
             slot = by_conn[conn]  # type: ignore[index]
             try:
-                key, payload, last = slot.conn.recv()  # type: ignore[union-attr]
+                msg = slot.conn.recv()  # type: ignore[union-attr]
             except (EOFError, OSError):
                 out += self._died(slot)
                 continue
+            if msg == READY:
+                slot.ready = True
+                self._start_failures = 0
+                continue
+            key, payload, last = msg
             case = slot.case
             if case is None or key != case.key:
                 continue  # nothing was asked of it: ignore
@@ -189,7 +200,10 @@ class LocalPool:
 
     def _died(self, slot: _Slot) -> list[Finished]:
         case = slot.case
+        ready = slot.ready
         code = self._reap(slot, kill=False)
+        if not ready:
+            return self._failed_start(slot, code)
         slot.case = None
         if case is None:
             return []
@@ -203,6 +217,26 @@ class LocalPool:
             scratch = kept
         why = f"the worker process running it {describe_exit(code)}"
         return [Finished(case, None, lost=why, scratch=scratch, started_at=slot.since)]
+
+    def _failed_start(self, slot: _Slot, code: int | None) -> list[Finished]:
+        """A worker died before it was ready: its case never ran.  Try a fresh worker with
+        the same case; after START_FAILURES in a row, the pool is broken (a worker that
+        cannot import the harness, say) and says why instead of losing case after case."""
+        self._start_failures += 1
+        if self._start_failures >= START_FAILURES:
+            tail = _last_line(slot.log)
+            raise ExecutorBroken(
+                f"{self._start_failures} worker processes in a row {describe_exit(code)} "
+                f"before they could run a case" + (f"; the last one said: {tail}" if tail else "")
+                + (f" (see {slot.log})" if slot.log is not None else "")
+            )
+        case = slot.case
+        if case is not None:
+            self._start(slot)
+            assert slot.conn is not None
+            with contextlib.suppress(OSError):
+                slot.conn.send((case.key, self.fn_name, case.args))
+        return []
 
     def shutdown(self, *, kill: bool) -> None:
         """Stop every worker: politely (after their case) or at once."""
@@ -227,3 +261,16 @@ class LocalPool:
 
     def __exit__(self, *exc: Any) -> None:
         self.shutdown(kill=True)
+
+
+def _last_line(log: Path | None) -> str:
+    """The last non-empty line a worker wrote to its log (an exception's message)."""
+    if log is None:
+        return ""
+    try:
+        with log.open("rb") as fh:
+            fh.seek(max(0, log.stat().st_size - 4096))
+            lines = fh.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return ""
+    return next((ln.strip() for ln in reversed(lines) if ln.strip()), "")[:300]

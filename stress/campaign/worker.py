@@ -134,6 +134,10 @@ def call(fn_name: str, args: tuple[Any, ...]) -> dict[str, Any]:
         return {"result": result, "meta": meta}
 
 
+#: The worker's first message: it started (imports and set-up done).
+READY = "ready"
+
+
 def _die_with_parent(parent: int) -> None:
     """Never outlive the pool: a SIGKILLed campaign must not leave workers running."""
     libc = _glibc()
@@ -163,6 +167,8 @@ def main(argv: list[str]) -> int:
             sys.path.insert(0, entry)
     recycle = int(hello.get("recycle", 0))
     setup_process()
+    # Up and able to run cases: a worker that dies before saying so never ran one.
+    conn.send(READY)
     done = 0
     while True:
         try:

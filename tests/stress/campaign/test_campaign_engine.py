@@ -179,3 +179,23 @@ def test_the_generic_campaign_modules_never_import_rmapsim() -> None:
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_workers_that_cannot_start_stop_the_campaign_and_lose_no_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker that dies before it is ready never ran its case: the case is handed to a
+    # fresh worker, and after three such deaths in a row the pool is broken (here: the
+    # harness cannot even be imported, as while its code is being edited).  Nothing is
+    # recorded for the cases, so that --resume runs them once it is fixed.
+    broken = tmp_path / "broken" / "stress"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text('raise ImportError("harness broken on purpose")\n')
+    monkeypatch.setenv("PYTHONPATH", str(broken.parent))
+    monkeypatch.chdir(tmp_path)  # `python -m` puts the current folder first
+    store, outcome = run(tmp_path / "c", cases(range(1, 5)), jobs=1, total=4)
+    assert outcome.broken.startswith("3 worker processes in a row exited with status 1")
+    assert "ImportError: harness broken on purpose" in outcome.broken
+    assert not outcome.interrupted and not outcome.exhausted
+    assert store.load() == []  # no case recorded as lost
+    assert outcome.in_flight_dropped == ["n/1"]
