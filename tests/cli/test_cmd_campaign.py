@@ -541,3 +541,41 @@ def test_several_scenarios_group_by_scenario_and_variant(tiny: Path, tmp_path: P
     same = Plan([str(tiny), str(tiny)], {}, (1, 1), None, None, 1, False)
     with pytest.raises(UsageError, match="another scenario is also named 'tiny'"):
         load_scenarios(same)
+
+
+BROKEN_WORKERS = """
+import os, sys
+sys.path.insert(0, sys.argv[1])  # this process imports the real harness ...
+from stress.cli import main
+os.environ["PYTHONPATH"] = sys.argv[2]  # ... its workers a broken one
+raise SystemExit(main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_workers_that_cannot_start_stop_the_campaign_with_their_error(
+    tiny: Path, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken" / "stress"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text('raise ImportError("harness broken on purpose")\n')
+    repo = str(Path(__file__).resolve().parents[2])
+    out = tmp_path / "c"
+    r = subprocess.run(
+        [sys.executable, "-c", BROKEN_WORKERS, repo, str(broken.parent), "campaign",
+         str(tiny), "--seeds", "1-3", "--jobs", "1", "--out", str(out), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    (line,) = r.stderr.splitlines()
+    assert line.startswith("rmapstress campaign: error: the campaign stopped: 3 worker")
+    assert "ImportError: harness broken on purpose" in line
+    assert f"--resume {out}" in line
+    # Nothing recorded: once the workers can start, a resume runs every case.
+    assert not (out / "results.jsonl").exists() or records(out) == []
+    r = campaign("--resume", str(out), "--no-progress", cwd=tmp_path)
+    assert r.returncode in (0, 1), r.stderr
+    assert {x["key"] for x in records(out)} == keys(range(1, 4))
