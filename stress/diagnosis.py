@@ -13,11 +13,10 @@ from __future__ import annotations
 import traceback
 from dataclasses import dataclass, field
 from time import perf_counter
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from stress.samples import Activity
-from stress.threads import Frame, ThreadState, capture, current_frames, where
+from stress.threads import Frame, FrameView, ThreadState, frame_views, stack_of, where
 from stress.verdicts import Verdict
 
 if TYPE_CHECKING:
@@ -32,7 +31,9 @@ class Snapshot:
 
     now: float
     t0: float
-    frames: dict[int, FrameType]
+    #: What each thread (by ident) was executing at `now`, as plain values: a frame
+    #: object of another thread must not be kept (see stress.threads.frozen_frames).
+    views: dict[int, FrameView]
     #: Seconds since the watchdog last saw the thread execute Python code.
     frozen: dict[ThreadState, float] = field(default_factory=dict)
     #: What each thread did lately, from its CPU times (stress.samples).
@@ -46,7 +47,7 @@ class Snapshot:
     @classmethod
     def take(cls, mon: Monitor) -> Snapshot:
         now = perf_counter()
-        snap = cls(now, mon.t0, current_frames(), mon.frozen(now))
+        snap = cls(now, mon.t0, frame_views(), mon.frozen(now))
         snap.activity = mon.activities(now)
         return snap
 
@@ -57,12 +58,12 @@ class Snapshot:
     def stack(self, state: ThreadState) -> list[Frame]:
         cached = self._stacks.get(state.ident)
         if cached is None:
-            cached = self._stacks[state.ident] = capture(self.frames.get(state.ident))
+            cached = self._stacks[state.ident] = stack_of(state.ident)
         return cached
 
     def stacks_of(self, ident: int | None) -> list[Frame]:
         """The stack of the thread with this ident (one the harness has no state for)."""
-        return capture(self.frames.get(ident)) if ident is not None else []
+        return stack_of(ident)
 
     def stacks(self, states: list[ThreadState]) -> dict[str, list[Frame]]:
         return {s.name: self.stack(s) for s in states}

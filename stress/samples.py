@@ -34,6 +34,10 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import CodeType, FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from stress.threads import FrameView
 
 #: A poll counts as "ran" when the thread got at least this share of it on a CPU.
 RAN_SHARE = 0.02
@@ -44,8 +48,6 @@ STARVED_SHARE = 0.2
 #: A thread put on a CPU this often per second while getting almost no CPU time is
 #: waiting for the GIL: CPython's GIL waiters wake every switch interval (5 ms) to ask.
 GIL_WAKEUPS = 100
-#: Frames kept per poll for loop detection, innermost first.
-FRAME_DEPTH = 16
 #: A loop's lines may span at most this many source lines.
 LOOP_SPAN_LINES = 25
 
@@ -170,7 +172,7 @@ class Sample:
         self,
         now: float,
         native_id: int,
-        frame: FrameType | None,
+        view: FrameView | None,
         activity: tuple[int, int, int],
         waiting: bool,
         keep_frames: bool,
@@ -190,7 +192,7 @@ class Sample:
                 self.waits.append((now, *queued))
         else:
             self.waits.clear()
-        pos = None if frame is None else (id(frame), frame.f_lasti)
+        pos = None if view is None or not view.chain else (view.chain[0][0], view.lasti)
         # No CPU times: a frame that moved ran (blind to tight loops, see the module doc).
         ran = pos != self.pos if ran_cpu is None else ran_cpu
         # A blocked waiter's frame moves with its timed wake-ups: that is not work.
@@ -199,8 +201,8 @@ class Sample:
         if moved:
             self.last_move = now
         self.moves.append(moved)
-        if keep_frames and frame is not None and not waiting:
-            self.frames.append((now, _frames(frame)))
+        if keep_frames and view is not None and not waiting:
+            self.frames.append((now, view.chain))
         else:
             self.frames.clear()
             self.spin_cache.clear()
@@ -296,15 +298,6 @@ def _share(ring: Sequence[tuple[float, int]], span: float) -> tuple[float, float
             t0, v0 = t, v
     dt = max(t1 - t0, 1e-6)
     return (v1 - v0) / 1e9 / dt, dt
-
-
-def _frames(frame: FrameType) -> tuple[tuple[int, CodeType, int], ...]:
-    out: list[tuple[int, CodeType, int]] = []
-    f: FrameType | None = frame
-    while f is not None and len(out) < FRAME_DEPTH:
-        out.append((id(f), f.f_code, f.f_lineno or 0))
-        f = f.f_back
-    return tuple(out)
 
 
 def _innermost_common(

@@ -16,12 +16,15 @@ from __future__ import annotations
 import _thread
 import gc
 import itertools
+import linecache
 import os
 import sys
 import threading
 import traceback
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from types import FrameType
+from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -287,19 +290,87 @@ def capture_exception(exc: BaseException, skip: int = 1) -> list[Frame]:
     return outer + inner
 
 
-def current_frames() -> dict[int, FrameType]:
-    """sys._current_frames(), with the garbage collector held off meanwhile.
+#: Innermost frames kept per thread and poll for the threads asked for (FrameView.chain).
+VIEW_DEPTH = 16
+_JOIN_CODE = threading.Thread._wait_for_tstate_lock.__code__  # type: ignore[attr-defined]
 
-    On CPython 3.11 a collection that runs inside _current_frames() (a weakref callback
-    giving up the GIL) can deadlock against a thread being started (gh-106883).
+
+@contextmanager
+def frozen_frames() -> Iterator[dict[int, FrameType]]:
+    """Every thread's current frame (sys._current_frames()), to be read at once inside
+    the block, with nothing in it that blocks or waits, and never kept past it.
+
+    On CPython 3.11 a frame object of another thread goes stale as that thread runs on,
+    and reading it then (f_back, f_lineno) can crash the interpreter: the segfaults of
+    in-process samplers (python/cpython#111363, getsentry/sentry-python#2386), seen here
+    under load as a watchdog dying in a walk over frames it had taken a few os.read
+    calls (GIL releases) earlier.  The block keeps the garbage collector off
+    (gh-106883) and the window short; the switch interval is left alone (stretching it
+    stalls every other thread whenever the block is preempted anyway).
     """
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return sys._current_frames()
+        yield sys._current_frames()
     finally:
         if enabled:
             gc.enable()
+
+
+@dataclass(frozen=True)
+class FrameView:
+    """What a thread was executing at one look, as plain values (no frame object)."""
+
+    #: Its innermost frame's last instruction (it moved if this or the frame changed).
+    lasti: int
+    #: (id(frame), code, line) of its innermost frames, innermost first.
+    chain: tuple[tuple[int, CodeType, int], ...]
+    #: The ident of the thread it waits for in Thread.join(), if it is in one.
+    joining: int | None = None
+
+
+def _view(frame: FrameType, depth: int) -> FrameView:
+    out: list[tuple[int, CodeType, int]] = []
+    f: FrameType | None = frame
+    while f is not None and len(out) < depth:
+        out.append((id(f), f.f_code, f.f_lineno or 0))
+        f = f.f_back
+    joining = None
+    if frame.f_code is _JOIN_CODE:
+        joined = frame.f_locals.get("self")
+        joining = getattr(joined, "ident", None)
+    return FrameView(frame.f_lasti, tuple(out), joining)
+
+
+def frame_views(deep: Iterable[int] = ()) -> dict[int, FrameView]:
+    """Every thread's FrameView, read at one moment (see frozen_frames): the innermost
+    frame only, and VIEW_DEPTH frames for the threads whose idents are in `deep`."""
+    wanted = set(deep)
+    with frozen_frames() as frames:
+        return {
+            ident: _view(frame, VIEW_DEPTH if ident in wanted else 1)
+            for ident, frame in frames.items()
+        }
+
+
+def stack_of(ident: int | None, limit: int = 40) -> list[Frame]:
+    """Another thread's stack now, outermost first (read as frozen_frames says)."""
+    if ident is None:
+        return []
+    if ident == threading.get_ident():
+        return capture(sys._getframe(1), limit)  # its own: nothing can go stale
+    raw: list[tuple[str, int, str]] = []
+    with frozen_frames() as frames:
+        f = frames.get(ident)
+        while f is not None and len(raw) < limit:
+            code = f.f_code
+            raw.append((code.co_filename, f.f_lineno or 0, code.co_name))
+            f = f.f_back
+        del f
+    # Source lines after the block: reading them may block (file I/O).
+    out = [Frame(path, n, func, linecache.getline(path, n).strip()) for path, n, func in raw]
+    out.reverse()
+    return out
 
 
 def forget(states: list[ThreadState]) -> None:

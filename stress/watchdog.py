@@ -32,7 +32,6 @@ one episode, recorded once; its chain and counts are refreshed while it lasts.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Hashable
 from time import perf_counter, thread_time
 from types import FrameType
@@ -46,7 +45,7 @@ from stress.rawsync import Flag, RawThread
 from stress.rwsem import RWSem
 from stress.samples import Activity, Sample, Spin, find_frame
 from stress.spin import find_ring, spin_verdict
-from stress.threads import ThreadState, all_threads, current_frames
+from stress.threads import ThreadState, all_threads, frame_views, frozen_frames
 from stress.verdicts import Verdict
 
 if TYPE_CHECKING:
@@ -134,9 +133,10 @@ class Watchdog(ProgressChecks):
     def poll(self, now: float) -> None:
         mon = self.mon
         states = self._polled = self._states()
-        snap = Snapshot(now, mon.t0, current_frames())
-        snap.joiners = _joiners(states, snap)
         holds = self._scan_holds(states, now)
+        # Loop detection needs the holders' stacks; everyone else's innermost frame will do.
+        snap = Snapshot(now, mon.t0, frame_views(h.ident for _, h, _ in holds))
+        snap.joiners = _joiners(states, snap)
         self._sample(states, snap, holds)
         if mon.cancelled:
             # Threads unwinding after cancellation are not new hangs; keep only the samples.
@@ -196,7 +196,7 @@ class Watchdog(ProgressChecks):
         for state in states:
             sample = self._samples.get(state) or Sample(now, self._window)
             fresh[state] = sample
-            frame = snap.frames.get(state.ident)
+            view = snap.views.get(state.ident)
             activity = (
                 state.nslow,
                 state.steps + sum(w.n for w in list(state.walks)),
@@ -212,7 +212,7 @@ class Watchdog(ProgressChecks):
             sample.take(
                 now,
                 state.native_id,
-                frame,
+                view,
                 activity,
                 waiting_on(state) is not None,
                 id(state) in holders,
@@ -338,19 +338,27 @@ class Watchdog(ProgressChecks):
             )
 
     def _ring(self, holder: ThreadState, sample: Sample, frame_id: int, snap: Snapshot) -> Any:
-        """The ring the loop frame walks, if its locals show one (looked for once per loop)."""
+        """The ring the loop frame walks, if its locals show one (looked for once per loop).
+
+        The holder's frames are read afresh, while no thread runs (frozen_frames): its
+        loop frame is the one the samples saw if it is still on its stack.
+        """
         if frame_id in sample.spin_cache:
             return sample.spin_cache[frame_id]
-        top = snap.frames.get(holder.ident)
-        loop = find_frame(top, frame_id)
-        frames: list[FrameType] = []
-        f = top
-        while f is not None and loop is not None:
-            frames.append(f)
-            if f is loop:
-                break
-            f = f.f_back
-        ring = find_ring(frames) if loop is not None else None
+        ring = None
+        with frozen_frames() as now:
+            top = now.get(holder.ident)
+            loop = find_frame(top, frame_id)
+            frames: list[FrameType] = []
+            f = top
+            while f is not None and loop is not None:
+                frames.append(f)
+                if f is loop:
+                    break
+                f = f.f_back
+            if loop is not None:
+                ring = find_ring(frames)
+            del frames, f, top, loop, now  # no frame object outlives the block
         sample.spin_cache[frame_id] = ring
         return ring
 
@@ -522,24 +530,17 @@ class Watchdog(ProgressChecks):
         active.threads = list(dict.fromkeys(active.threads + fresh.threads))
 
 
-_JOIN_CODE = threading.Thread._wait_for_tstate_lock.__code__  # type: ignore[attr-defined]
-
-
 def _joiners(states: list[ThreadState], snap: Snapshot) -> dict[ThreadState, list[ThreadState]]:
     """Who is blocked in Thread.join() on whom: a joiner waits for the joined thread too."""
     out: dict[ThreadState, list[ThreadState]] = {}
     by_ident: dict[int, ThreadState] | None = None
     for state in states:
-        frame = snap.frames.get(state.ident)
-        if frame is None or frame.f_code is not _JOIN_CODE:
-            continue
-        joined = frame.f_locals.get("self")
-        ident = getattr(joined, "ident", None)
-        if ident is None:
+        view = snap.views.get(state.ident)
+        if view is None or view.joining is None:
             continue
         if by_ident is None:
             by_ident = {s.ident: s for s in states}
-        target = by_ident.get(ident)
+        target = by_ident.get(view.joining)
         if target is not None and target is not state:
             out.setdefault(target, []).append(state)
     return out

@@ -57,3 +57,81 @@ def test_a_thread_threading_does_not_know_gets_a_stand_in_that_dies_with_it() ->
     while state.alive() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not state.alive()
+
+
+# -- reading other threads' frames (stress.threads.frozen_frames) -------------------------
+
+
+def _contains_frames(obj: Any, depth: int = 4) -> bool:
+    """Whether a frame object is reachable from `obj` within `depth` references."""
+    import gc
+    import types
+
+    seen: set[int] = set()
+    level = [obj]
+    for _ in range(depth):
+        nxt = []
+        for o in level:
+            if isinstance(o, types.FrameType):
+                return True
+            if id(o) in seen or isinstance(o, (type, types.ModuleType, types.CodeType)):
+                continue
+            seen.add(id(o))
+            nxt.extend(gc.get_referents(o))
+        level = nxt
+    return any(isinstance(o, types.FrameType) for o in level)
+
+
+def test_a_look_at_every_thread_keeps_no_frame_object(monitor_factory: Any, fast: Any) -> None:
+    # On CPython 3.11 a frame of another thread read after that thread ran on can crash
+    # the interpreter (seen: a watchdog segfaulting in f_back under load).  So a snapshot
+    # holds plain values, and stacks are read afresh when a verdict needs them.
+    from stress.diagnosis import Snapshot
+    from stress.threads import frame_views
+
+    mon = monitor_factory(fast, name="look")
+    release = threading.Event()
+
+    def parked() -> None:
+        release.wait(30)
+
+    t = threading.Thread(target=parked, name="parked", daemon=True)
+    t.start()
+    try:
+        snap = Snapshot.take(mon)
+        (top,) = snap.views[t.ident].chain  # type: ignore[index]
+        assert top[1].co_name == "wait"
+        assert not _contains_frames(snap)
+        deep = frame_views([t.ident])[t.ident]  # type: ignore[index]
+        assert [code.co_name for _, code, _ in deep.chain][:3] == ["wait", "wait", "parked"]
+        assert not _contains_frames(deep)
+        stack = snap.stacks_of(t.ident)
+        assert [f.func for f in stack][-3:] == ["parked", "wait", "wait"]
+        assert "release.wait(30)" in stack[-3].code
+    finally:
+        release.set()
+        t.join(10)
+
+
+def test_frozen_frames_holds_the_collector_off_and_leaves_the_switch_interval() -> None:
+    import gc
+    import sys
+
+    from stress.threads import frozen_frames
+
+    previous = sys.getswitchinterval()
+    with frozen_frames() as frames:
+        assert threading.get_ident() in frames
+        assert not gc.isenabled()
+        assert sys.getswitchinterval() == previous  # stretching it stalls other threads
+    assert gc.isenabled()
+
+
+def test_a_threads_own_stack_is_read_from_its_own_frame() -> None:
+    from stress.threads import stack_of
+
+    def inner() -> list[Any]:
+        return stack_of(threading.get_ident())
+
+    funcs = [f.func for f in inner()]
+    assert funcs[-2:] == ["test_a_threads_own_stack_is_read_from_its_own_frame", "inner"]
