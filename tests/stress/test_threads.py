@@ -99,15 +99,18 @@ def test_a_look_at_every_thread_keeps_no_frame_object(monitor_factory: Any, fast
     t.start()
     try:
         snap = Snapshot.take(mon)
+        # (Event.wait's own frames differ when threading is instrumented: a watch.)
         (top,) = snap.views[t.ident].chain  # type: ignore[index]
-        assert top[1].co_name == "wait"
+        assert top[1].co_filename != __file__  # inside Event.wait, below parked()
         assert not _contains_frames(snap)
         deep = frame_views([t.ident])[t.ident]  # type: ignore[index]
-        assert [code.co_name for _, code, _ in deep.chain][:3] == ["wait", "wait", "parked"]
+        names = [code.co_name for _, code, _ in deep.chain]
+        assert names[0] == top[1].co_name and "parked" in names[1:]
         assert not _contains_frames(deep)
         stack = snap.stacks_of(t.ident)
-        assert [f.func for f in stack][-3:] == ["parked", "wait", "wait"]
-        assert "release.wait(30)" in stack[-3].code
+        (mine,) = [f for f in stack if f.func == "parked"]
+        assert mine.code == "release.wait(30)"
+        assert stack[-1].func == names[0]
     finally:
         release.set()
         t.join(10)
