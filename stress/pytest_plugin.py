@@ -33,6 +33,7 @@ import pytest
 from rmapsim.workload import Scenario, ScenarioError, load_scenario, matches, run_case
 from rmapsim.workload.case import watchdog_config
 from stress import CaseResult, Config, ConfigError, LadderError, RunReport, StuckThreadsError
+from stress.pytest_watch import item_timeout as _read_timeout
 
 INI_SCENARIOS = "rmapstress_scenarios"
 MARKER = "rmapstress"
@@ -319,32 +320,8 @@ class ScenarioItem(pytest.Item):
 
 
 def item_timeout(item: pytest.Item) -> tuple[float | None, str]:
-    """The item's pytest-timeout in seconds (None: none) and where it comes from.
-
-    Same precedence as pytest-timeout: the timeout marker, then --timeout, then the
-    PYTEST_TIMEOUT environment variable, then the `timeout` ini option; 0 means none.
-    """
-    if not item.config.pluginmanager.hasplugin("timeout"):
-        return None, ""
-    value: Any = None
-    source = ""
-    marker = item.get_closest_marker("timeout")
-    if marker is not None:
-        value = marker.kwargs.get("timeout", marker.args[0] if marker.args else None)
-        source = "timeout marker"
-    if value is None and item.config.getoption("timeout", None) is not None:
-        value, source = item.config.getoption("timeout"), "--timeout"
-    if value is None and os.environ.get("PYTEST_TIMEOUT"):
-        value, source = os.environ["PYTEST_TIMEOUT"], "PYTEST_TIMEOUT"
-    if value is None and item.config.getini("timeout"):
-        value, source = item.config.getini("timeout"), "ini option timeout"
-    if value is None:
-        return None, ""
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        raise CaseFailure(f"{source}: expected a number of seconds, got {value!r}") from None
-    return (seconds if seconds > 0 else None), source
+    """The item's pytest-timeout (stress.pytest_watch reads it); a bad one fails the case."""
+    return _read_timeout(item, CaseFailure)
 
 
 # -- the failure text -------------------------------------------------------------------

@@ -164,9 +164,15 @@ def _wanted(item: pytest.Item, settings: dict[str, Any]) -> bool:
     return bool(item.config.getoption("rmapstress_watch") or item.config.getini(INI_WATCH))
 
 
-def _item_timeout(item: pytest.Item) -> tuple[float | None, str]:
-    """The item's pytest-timeout in seconds (None: none) and where it comes from,
-    read as pytest-timeout reads it: marker, --timeout, PYTEST_TIMEOUT, ini."""
+def item_timeout(
+    item: pytest.Item, error: type[Exception] = ConfigError
+) -> tuple[float | None, str]:
+    """The item's pytest-timeout in seconds (None: none) and where it comes from.
+
+    Same precedence as pytest-timeout: the timeout marker, then --timeout, then the
+    PYTEST_TIMEOUT environment variable, then the `timeout` ini option; 0 means none.
+    A value that is not a number raises `error`, naming where it came from.
+    """
     if not item.config.pluginmanager.hasplugin("timeout"):
         return None, ""
     value: Any = None
@@ -186,7 +192,7 @@ def _item_timeout(item: pytest.Item) -> tuple[float | None, str]:
     try:
         seconds = float(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{source}: expected a number of seconds, got {value!r}") from None
+        raise error(f"{source}: expected a number of seconds, got {value!r}") from None
     return (seconds if seconds > 0 else None), source
 
 
@@ -196,7 +202,7 @@ def _config(item: pytest.Item, settings: dict[str, Any]) -> tuple[Config, float 
     _check(settings, where=where)
     fields = {k: v for k, v in settings.items() if k in _FIELDS}
     cfg = Config.from_dict({**_base_fields(), **fields}, where=where)
-    timeout, source = _item_timeout(item)
+    timeout, source = item_timeout(item)
     if timeout is None:
         return cfg, None
     # End the test early enough to unwind it and write its report before pytest-timeout.

@@ -20,7 +20,44 @@ if TYPE_CHECKING:
     from stress.monitor import Monitor
 
 
-class ControlledMutex(Mutex):
+class _ControlledMutexBase:
+    """Makes a mutex's acquisitions and contended releases scheduling points (a mixin:
+    the same points for Mutex and TimedMutex)."""
+
+    __slots__ = ()
+    _mon: Monitor
+    _waiters: Any
+    _pt_lock: str
+    _pt_unlock: str
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        sched = self._mon.scheduler
+        if sched is not None:
+            sched.point(self._pt_lock)
+        return super().acquire(blocking, timeout)  # type: ignore[misc,no-any-return]
+
+    def acquire_nested(self, subclass: int = 1, blocking: bool = True, timeout: float = -1) -> bool:
+        sched = self._mon.scheduler
+        if sched is not None:
+            sched.point(self._pt_lock)
+        return super().acquire_nested(  # type: ignore[misc,no-any-return]
+            subclass, blocking, timeout
+        )
+
+    def release(self) -> None:
+        super().release()  # type: ignore[misc]
+        if self._waiters:
+            sched = self._mon.scheduler
+            if sched is not None:
+                sched.point(self._pt_unlock)
+
+    __enter__ = acquire
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class ControlledMutex(_ControlledMutexBase, Mutex):
     """A Mutex whose acquisitions and contended releases are scheduling points."""
 
     __slots__ = ("_pt_lock", "_pt_unlock")
@@ -35,38 +72,14 @@ class ControlledMutex(Mutex):
         subclass: int = 0,
         strict: bool = True,
     ) -> None:
-        super().__init__(
-            lock_class, name, monitor=monitor, fair=fair, subclass=subclass, strict=strict
+        Mutex.__init__(
+            self, lock_class, name, monitor=monitor, fair=fair, subclass=subclass, strict=strict
         )
         self._pt_lock = f"lock:{lock_class}"
         self._pt_unlock = f"unlock:{lock_class}"
 
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        sched = self._mon.scheduler
-        if sched is not None:
-            sched.point(self._pt_lock)
-        return Mutex.acquire(self, blocking, timeout)
 
-    def acquire_nested(self, subclass: int = 1, blocking: bool = True, timeout: float = -1) -> bool:
-        sched = self._mon.scheduler
-        if sched is not None:
-            sched.point(self._pt_lock)
-        return Mutex.acquire_nested(self, subclass, blocking, timeout)
-
-    def release(self) -> None:
-        Mutex.release(self)
-        if self._waiters:
-            sched = self._mon.scheduler
-            if sched is not None:
-                sched.point(self._pt_unlock)
-
-    __enter__ = acquire
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-class ControlledTimedMutex(TimedMutex):
+class ControlledTimedMutex(_ControlledMutexBase, TimedMutex):
     """A TimedMutex whose acquisitions and contended releases are scheduling points."""
 
     __slots__ = ("_pt_lock", "_pt_unlock")
@@ -81,35 +94,11 @@ class ControlledTimedMutex(TimedMutex):
         subclass: int = 0,
         strict: bool = True,
     ) -> None:
-        super().__init__(
-            lock_class, name, monitor=monitor, fair=fair, subclass=subclass, strict=strict
+        TimedMutex.__init__(
+            self, lock_class, name, monitor=monitor, fair=fair, subclass=subclass, strict=strict
         )
         self._pt_lock = f"lock:{lock_class}"
         self._pt_unlock = f"unlock:{lock_class}"
-
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        sched = self._mon.scheduler
-        if sched is not None:
-            sched.point(self._pt_lock)
-        return TimedMutex.acquire(self, blocking, timeout)
-
-    def acquire_nested(self, subclass: int = 1, blocking: bool = True, timeout: float = -1) -> bool:
-        sched = self._mon.scheduler
-        if sched is not None:
-            sched.point(self._pt_lock)
-        return TimedMutex.acquire_nested(self, subclass, blocking, timeout)
-
-    def release(self) -> None:
-        TimedMutex.release(self)
-        if self._waiters:
-            sched = self._mon.scheduler
-            if sched is not None:
-                sched.point(self._pt_unlock)
-
-    __enter__ = acquire
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
 
 class ControlledRWSem(RWSem):
