@@ -270,6 +270,13 @@ class Sample:
             since = t
         return Spin(frame_id, code, tuple(lines), since, share[0])
 
+    def queued_since(self, t: float) -> float:
+        """Seconds the thread waited for a CPU since perf_counter time `t`, as far as
+        its run-queue samples go back (they start when it became a suspect): a lower
+        bound, 0.0 without them."""
+        waits = [w for tt, w, _ in self.waits if tt >= t]
+        return (waits[-1] - waits[0]) / 1e9 if len(waits) >= 2 else 0.0
+
     def cpu_since(self, t: float) -> float | None:
         """CPU seconds the thread got since perf_counter time `t` (from the oldest sample
         kept, if `t` is older), or None without CPU clocks."""

@@ -367,12 +367,15 @@ class _ThreadingLock(LockBase):
 class Lock(_ThreadingLock):
     """threading.Lock with a lock class (its creation site), lockdep, holders, waiters."""
 
-    __slots__ = ()
+    __slots__ = ("_released",)
 
     leak_on_exit = "never"  # released by another thread is legal: no owner
 
     def __init__(self, *, monitor: Monitor | None = None, site: Site | None = None) -> None:
         super().__init__(monitor, site)
+        #: Whether release() was ever called: until then only with-blocks end its
+        #: holds, and a block's exit is its own taker's.
+        self._released = False
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         if timeout != -1:
@@ -382,8 +385,9 @@ class Lock(_ThreadingLock):
                 held = _tls.held
             except AttributeError:
                 held = new_thread()
-            if len(held) > 1 and blocking and timeout < 0:
-                prev = held[-1]
+            state = held[0]
+            prev = held[-1]
+            if prev is not state and blocking and timeout < 0:
                 key = self._key
                 if key not in prev._after and (
                     prev._key is not key or self._serial not in prev._later
@@ -391,7 +395,6 @@ class Lock(_ThreadingLock):
                     self._order(held, key)
             # _took(), inlined: the fast path is what a lock-heavy test pays for.
             held.append(self)
-            state = held[0]
             self._owner = state
             self._nacq += 1
             if state.trying:
@@ -406,8 +409,9 @@ class Lock(_ThreadingLock):
                 held = _tls.held
             except AttributeError:
                 held = new_thread()
-            if len(held) > 1:
-                prev = held[-1]
+            state = held[0]
+            prev = held[-1]
+            if prev is not state:  # something held: check the order
                 key = self._key
                 # Known orders cost one set lookup: classes, or two locks of one class.
                 if key not in prev._after and (
@@ -415,7 +419,6 @@ class Lock(_ThreadingLock):
                 ):
                     self._order(held, key)
             held.append(self)
-            state = held[0]
             self._owner = state
             self._nacq += 1
             if state.trying:
@@ -424,6 +427,7 @@ class Lock(_ThreadingLock):
         return self._slow_acquire(held_list(), True, -1)
 
     def release(self) -> None:
+        self._released = True
         try:
             held = _tls.held
         except AttributeError:
@@ -438,17 +442,26 @@ class Lock(_ThreadingLock):
             self._kick()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: object, tb: object) -> None:
+        # release(), inlined for the common case: a block ending normally, its lock the
+        # innermost hold.  Of a lock only ever taken and given back by with-blocks, the
+        # block's own thread is the owner: its held list is reached through the owner,
+        # not the thread-local (a lookup a lock-heavy test would pay twice per lock).
+        # A lock released by a call may have been handed to another thread inside the
+        # block: a signal, which the general path below tells apart.
+        owner = self._owner
+        if owner is not None and exc_type is None and not self._released:
+            held = owner.held
+            if held[-1] is self:
+                held.pop()
+                self._owner = None
+                self._word.release()
+                if self._waiters:
+                    self._kick()
+                return
         try:
             held = _tls.held
         except AttributeError:
             held = new_thread()
-        if held[-1] is self:  # release(), inlined
-            held.pop()
-            self._owner = None
-            self._word.release()
-            if self._waiters:
-                self._kick()
-            return
         if self._exit_failed(exc_type) and self._owner is not held[0]:
             return  # its wait raised before it took the lock back: not ours to release
         self.release()

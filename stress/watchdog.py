@@ -57,6 +57,26 @@ if TYPE_CHECKING:
 #: every hold) is deferred until the holder got a budget's worth of CPU time in it, and
 #: at most this many budgets.
 OVERLOAD_BUDGETS = 10
+def only_lacks_cpu(
+    sample: Sample | None, act: Activity | None, since: float, held_s: float, budget: float
+) -> bool:
+    """Whether a hold past its budget is only stretched by an overloaded machine.
+
+    The holder has not had a budget's worth of CPU time in the hold, the hold is not
+    yet `OVERLOAD_BUDGETS` budgets long, and either the holder waits for a CPU now, or
+    the hold less the time it waited for one would fit the budget (a stretched hold may
+    end its last window running, having just got a CPU back).
+    """
+    if sample is None or held_s >= OVERLOAD_BUDGETS * budget:
+        return False
+    used = sample.cpu_since(since)
+    if used is None or used >= budget:
+        return False
+    if act is not None and act.word == "not scheduled":
+        return True
+    return held_s - sample.queued_since(since) <= budget
+
+
 class Watchdog(ProgressChecks):
     """Polls one Monitor's threads and records verdicts through it."""
 
@@ -482,14 +502,12 @@ class Watchdog(ProgressChecks):
                 continue  # it holds one lock and keeps retrying another: see livelock
             act = snap.activity.get(holder)
             sample = self._samples.get(holder)
-            if act is not None and act.word == "not scheduled" and sample is not None:
-                used = sample.cpu_since(since)
-                if used is not None and used < budget and held_s < OVERLOAD_BUDGETS * budget:
-                    # It only lacks a CPU: not a hang, yet.  Its waiters wait for it.
-                    self.deferred += 1
-                    ex_threads.add(holder)
-                    ex_locks.add(id(lock))
-                    continue
+            if only_lacks_cpu(sample, act, since, held_s, budget):
+                # Not a hang, yet: the machine stretched it.  Its waiters wait for it.
+                self.deferred += 1
+                ex_threads.add(holder)
+                ex_locks.add(id(lock))
+                continue
             spin = None
             if sample is not None and sample.frames:
                 # Spinning all along: over the whole hold as far as the frames kept go

@@ -22,6 +22,7 @@ import pytest
 
 from stress.cli import UsageError, main
 from stress.cmd_campaign_cases import Plan, case_stream, load_scenarios, parse_duration, parse_seeds
+from tests.cli.cli_support import rmapstress
 from tests.stress.campaign.campaign_support import assert_plots, assert_self_contained, parse
 
 TINY = """\
@@ -61,13 +62,7 @@ RUN_FILES = {"events.jsonl", "report.json", "report.txt", "trace.json"}
 def campaign(
     *args: str, cwd: Path | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "stress", "campaign", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=cwd,
-    )
+    return rmapstress("campaign", *args, cwd=cwd, timeout=timeout)
 
 
 def records(folder: Path) -> list[dict[str, Any]]:

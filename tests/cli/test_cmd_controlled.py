@@ -4,11 +4,11 @@ concurrent programs, shrink and hunt --threads, as a user runs them (real subpro
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.cli.cli_support import rmapstress
 
 CONTROLLED = """\
 [scenario]
@@ -53,19 +53,6 @@ schedule:
     t1
 """
 RACY_VARIANT = "2.6.34+rik-v2+clone-sets-anon-vma"
-
-
-def rmapstress(
-    *args: str, cwd: Path | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "stress", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=cwd,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli.cli_support import rmapstress
+
 BUG4 = """\
 spawn P
 mmap P 0x10000 1 rw
@@ -23,17 +25,7 @@ referenced P 0x10000 1
 """
 
 
-def cli(
-    *args: str, stdin: str | None = None, timeout: float = 120, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "stress", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=cwd,
-    )
+cli = rmapstress
 
 
 @pytest.fixture()

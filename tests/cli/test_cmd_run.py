@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from stress import HARNESS_KINDS
+from tests.cli.cli_support import assert_one_line_error, rmapstress
 
 MODEL_KINDS = ("use-after-free", "invariant", "list-corruption", "crash")
 KNOWN_KINDS = {*HARNESS_KINDS, *MODEL_KINDS}
@@ -76,30 +77,6 @@ hibernate = false
 hold_s = 2.0
 verdict_s = 3.0
 """
-
-
-def rmapstress(
-    *args: str, cwd: Path | None = None, timeout: float = 100
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "stress", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=cwd,
-    )
-
-
-def assert_one_line_error(r: subprocess.CompletedProcess[str], *needles: str) -> str:
-    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
-    assert "Traceback" not in r.stderr
-    lines = r.stderr.splitlines()
-    assert len(lines) == 1, r.stderr
-    assert re.match(r"rmapstress( run)?: error: ", lines[0]), lines[0]
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    assert r.stdout == ""  # nothing ran
-    return lines[0]
 
 
 @dataclass

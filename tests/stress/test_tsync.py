@@ -89,6 +89,51 @@ def test_a_lock_released_by_another_thread_is_a_signal_not_an_order(
     assert kinds(watch) == []
 
 
+def test_a_with_block_that_gives_its_lock_away_ends_the_takers_hold_as_a_signal(
+    watch: Instrumentation,
+) -> None:
+    # threading.Lock allows it: the block's body releases its lock, another thread
+    # takes it, and the block's exit releases that thread's hold.  The exit must not
+    # mistake the new taker for the block's own thread: the lock is a signal now.
+    lock = threading.Lock()
+    other = threading.Lock()
+    taken = threading.Event()
+    finish = threading.Event()
+
+    def taker() -> None:
+        lock.acquire()
+        taken.set()
+        finish.wait(10)
+
+    with lock:
+        t = started(taker, name="taker")
+        lock.release()
+        assert taken.wait(10)
+    assert not lock.locked() and lock.holders() == []
+    finish.set()
+    t.join(5)
+    with other, lock:
+        pass
+    with lock, other:  # a signal orders nothing: no inversion
+        pass
+    assert kinds(watch) == []
+
+
+def test_with_blocks_end_their_own_holds_innermost_first(watch: Instrumentation) -> None:
+    from stress.threads import held_list
+
+    first, second = threading.Lock(), threading.Lock()
+    for _ in range(3):
+        with first, second:
+            assert held_list()[1:] == [first, second]
+        assert held_list()[1:] == []
+    first.acquire()
+    with second:
+        first.release()  # out of order: the block's lock is innermost again
+        assert held_list()[1:] == [second]
+    assert held_list()[1:] == [] and not first.locked() and not second.locked()
+
+
 def test_reacquiring_a_held_lock_is_a_self_deadlock_after_verdict_s(
     watch: Instrumentation,
 ) -> None:

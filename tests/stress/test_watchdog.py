@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from stress import Config, Monitor
-from stress.samples import CPU_TIMES, RUN_QUEUE
+from stress.samples import CPU_TIMES, RUN_QUEUE, Activity, Sample
+from stress.watchdog import only_lacks_cpu
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -585,3 +586,41 @@ def test_a_holder_that_only_lacks_a_cpu_is_no_long_hold(monitor_factory: Any, fa
     assert result.verdicts == [], [v.summary for v in result.verdicts]
     assert result.stats["watchdog"]["deferred_for_overload"] > 0
     assert result.stats["lock_classes"]["anon_vma"]["longest_hold_seen_s"] > fast.hold_s
+
+
+def _stretched_hold(cpu_share: float, wait_share: float, seconds: float) -> Sample:
+    """A holder's history over a hold of `seconds`, 50 ms polls from t=0."""
+    sample = Sample(0.0, window=200)
+    polls = round(seconds / 0.05)
+    cpu = wait = 0
+    for i in range(polls + 1):
+        sample.cpu.append((i * 0.05, cpu))
+        sample.waits.append((i * 0.05, wait, i))
+        cpu += int(cpu_share * 0.05e9)
+        wait += int(wait_share * 0.05e9)
+    return sample
+
+
+def test_a_hold_stretched_by_the_machine_is_deferred_whatever_its_last_window_says() -> None:
+    # A 1.6 s hold, budget 1.5 s (the load-20 case): it ran 10 % of the time and queued
+    # for a CPU 60 %.  Its last window may say "running" (it just got a CPU back) or
+    # "blocked"; the hold less its queueing fits the budget either way.
+    sample = _stretched_hold(0.1, 0.6, 1.6)
+    for word in ("running", "blocked", "not scheduled"):
+        act = Activity(word, 0.5, 0.1, 0.25, 0.0)
+        assert only_lacks_cpu(sample, act, 0.0, 1.6, 1.5), word
+
+
+def test_a_hold_the_machine_did_not_stretch_is_not_deferred() -> None:
+    blocked = Activity("blocked", 0.0, 0.0, 0.25, 1.0)
+    asleep = _stretched_hold(0.0, 0.0, 1.6)  # asleep under the lock: a hang
+    assert not only_lacks_cpu(asleep, blocked, 0.0, 1.6, 1.5)
+    # Queued a little, but without it the hold is still past its budget.
+    partly = _stretched_hold(0.05, 0.05, 2.0)
+    assert not only_lacks_cpu(partly, blocked, 0.0, 2.0, 1.5)
+    # Ran a budget's worth: the time went into its own work (a spin, a slow section).
+    busy = _stretched_hold(0.9, 0.1, 1.8)
+    assert not only_lacks_cpu(busy, Activity("not scheduled", 0.2, 0.7, 0.25, 0.0), 0.0, 1.8, 1.5)
+    # And no hold is deferred for ever.
+    starved = _stretched_hold(0.01, 0.9, 16.0)
+    assert not only_lacks_cpu(starved, blocked, 0.0, 16.0, 1.5)
