@@ -389,9 +389,7 @@ class Lock(_ThreadingLock):
             prev = held[-1]
             if prev is not state and blocking and timeout < 0:
                 key = self._key
-                if key not in prev._after and (
-                    prev._key is not key or self._serial not in prev._later
-                ):
+                if self._serial not in prev._later if prev._key is key else key not in prev._after:
                     self._order(held, key)
             # _took(), inlined: the fast path is what a lock-heavy test pays for.
             held.append(self)
@@ -413,10 +411,9 @@ class Lock(_ThreadingLock):
             prev = held[-1]
             if prev is not state:  # something held: check the order
                 key = self._key
-                # Known orders cost one set lookup: classes, or two locks of one class.
-                if key not in prev._after and (
-                    prev._key is not key or self._serial not in prev._later
-                ):
+                # A known order costs one set lookup: two locks of one class (instances),
+                # or of two classes.
+                if self._serial not in prev._later if prev._key is key else key not in prev._after:
                     self._order(held, key)
             held.append(self)
             self._owner = state
@@ -498,9 +495,7 @@ class RLock(_ThreadingLock):
             if len(held) > 1 and blocking and timeout < 0:
                 prev = held[-1]
                 key = self._key
-                if key not in prev._after and (
-                    prev._key is not key or self._serial not in prev._later
-                ):
+                if self._serial not in prev._later if prev._key is key else key not in prev._after:
                     self._order(held, key)
             self._took(held, state)
             self._count = 1
