@@ -530,11 +530,17 @@ class RLock(_ThreadingLock):
             self._kick()
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        # release(), inlined: a Condition's with-block is an RLock's.
         try:
-            self.release()
-        except RuntimeError:
-            if not self._exit_failed(exc_type):
-                raise
+            held = _tls.held
+        except AttributeError:
+            held = new_thread()
+        if self._owner is held[0]:
+            self._count -= 1
+            if not self._count:
+                self._give_back(held)
+        elif not self._exit_failed(exc_type):
+            raise RuntimeError("cannot release un-acquired lock")
 
     def _is_owned(self) -> bool:
         return self._owner is held_list()[0]

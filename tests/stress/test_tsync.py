@@ -122,16 +122,17 @@ def test_a_with_block_that_gives_its_lock_away_ends_the_takers_hold_as_a_signal(
 def test_with_blocks_end_their_own_holds_innermost_first(watch: Instrumentation) -> None:
     from stress.threads import held_list
 
+    before = held_list()[1:]  # what earlier tests left held, if anything
     first, second = threading.Lock(), threading.Lock()
     for _ in range(3):
         with first, second:
-            assert held_list()[1:] == [first, second]
-        assert held_list()[1:] == []
+            assert held_list()[1:] == [*before, first, second]
+        assert held_list()[1:] == before
     first.acquire()
     with second:
         first.release()  # out of order: the block's lock is innermost again
-        assert held_list()[1:] == [second]
-    assert held_list()[1:] == [] and not first.locked() and not second.locked()
+        assert held_list()[1:] == [*before, second]
+    assert held_list()[1:] == before and not first.locked() and not second.locked()
 
 
 def test_reacquiring_a_held_lock_is_a_self_deadlock_after_verdict_s(
@@ -263,6 +264,44 @@ def test_a_cancelled_with_block_does_not_turn_into_a_runtime_error(
     watch.monitor.cancel("test over")
     t.join(5)
     lock.release()
+    assert outcome == ["cancelled"]
+
+
+def test_an_rlock_block_ends_as_threadings_does(watch: Instrumentation) -> None:
+    from stress.threads import held_list
+
+    before = held_list()[1:]
+    for make in (threading.RLock, stress.RLock):
+        lock = make()
+        with lock, lock:  # re-entered: one hold, counted twice
+            assert lock._is_owned()
+        assert not lock._is_owned()
+        with pytest.raises(RuntimeError, match="un-acquired"), lock:
+            lock.release()  # the block's hold is gone before its end
+    assert held_list()[1:] == before
+
+
+def test_a_cancelled_rlock_block_does_not_turn_into_a_runtime_error(
+    watch: Instrumentation,
+) -> None:
+    cond = threading.Condition()  # over an RLock
+    outcome: list[str] = []
+
+    def sleeper() -> None:
+        try:
+            with cond:
+                cond.wait()
+        except Cancelled:
+            outcome.append("cancelled")
+        except RuntimeError as exc:
+            outcome.append(f"runtime error: {exc}")
+
+    t = started(sleeper, name="sleeper")
+    assert wait_until(lambda: len(cond._waiters) == 1)
+    cond.acquire()  # the woken waiter cannot re-take it
+    watch.monitor.cancel("test over")
+    t.join(5)
+    cond.release()
     assert outcome == ["cancelled"]
 
 
