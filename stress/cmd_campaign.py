@@ -50,19 +50,8 @@ from stress.cmd_campaign_cases import (
     parse_seeds,
     sha256,
 )
+from stress.cmd_run import OVERRIDES  # the overrides `run` has (--seed aside)
 
-#: argparse destination -> scenario key path (the overrides `run` has, but --seed).
-OVERRIDES = {
-    "duration": "duration_s",
-    "audit": "audit_interval_s",
-    "memory": "memory.mode",
-    "processes": "threads.processes",
-    "threads": "threads.threads_per_process",
-    "reclaim": "threads.reclaim_walkers",
-    "yield_prob": "yield.probability",
-    "schedule": "schedule.mode",
-    "strategy": "schedule.strategy",
-}
 #: Options that define which cases a campaign runs (kept in campaign.json).
 CASE_OPTIONS = ("seeds", "cases", "for_", "first_seed", "variant", *OVERRIDES, "keep_clean")
 EXIT_INTERRUPTED = 130
