@@ -34,9 +34,23 @@ def numbered(n: int, delay: float = 0.0) -> dict[str, Any]:
         ),
         "replay": f"demo --n {n}",
         "pid": os.getpid(),
+        "ppid": os.getppid(),
     }
     if defect:
         out["files"] = {"report.txt": f"case {n}\n", "../escape.txt": "kept inside\n"}
+    return out
+
+
+#: What cases of one process left behind (a leak, as far as the next case can tell).
+_HOARD: list[bytearray] = []
+
+
+def hoard(n: int, delay: float = 0.0) -> dict[str, Any]:
+    """Keep 8 MiB past the case's end; say how much earlier cases of this process kept."""
+    before = len(_HOARD)
+    _HOARD.append(bytearray(8 << 20))
+    out = numbered(n, delay)
+    out["kept_before"] = before
     return out
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from stress.campaign import CampaignStore, Case, LocalPool, Runner
+from stress.campaign.worker import FORK
 from tests.stress.campaign.campaign_support import NAME
 
 pytestmark = pytest.mark.timeout(60)
@@ -52,7 +53,9 @@ def test_every_case_is_recorded_once_with_its_files(tmp_path: Path) -> None:
     for r in records:
         assert r["key"] == f"n/{r['seed']}" and r["variant"] == "n"
         assert r["outcome"] == ("defect" if r["seed"] % 3 == 0 else "clean")
-        assert r["worker"].endswith(f":{r['pid']}") and r["pid"] != os.getpid()
+        # The worker, not the child it forked for the case (where it forks).
+        assert r["worker"].endswith(f":{r['ppid'] if FORK else r['pid']}")
+        assert r["pid"] != os.getpid() and r["ppid"] != os.getpid()
         assert r["rss_kib"] > 1000
         assert r["started_at"] <= r["finished_at"]
         assert r["session"] == 0
@@ -62,7 +65,7 @@ def test_every_case_is_recorded_once_with_its_files(tmp_path: Path) -> None:
             assert (folder / "escape.txt").is_file()  # '../' cannot leave the folder
         else:
             assert r["run_folder"] is None
-    assert len({r["pid"] for r in records}) == 2  # both workers took cases
+    assert len({r["worker"] for r in records}) == 2  # both workers took cases
     assert not (tmp_path / ".scratch").exists()
     assert not (tmp_path / "escape.txt").exists()
 
@@ -70,10 +73,11 @@ def test_every_case_is_recorded_once_with_its_files(tmp_path: Path) -> None:
 def test_workers_are_recycled_and_never_outlive_the_pool(tmp_path: Path) -> None:
     store, _ = run(tmp_path, cases(range(1, 6)), jobs=1, recycle=2)
     records = store.load()
-    pids = [r["pid"] for r in sorted(records, key=lambda r: r["seed"])]
-    assert pids[0] == pids[1] != pids[2] == pids[3] != pids[4]
+    workers = [r["worker"] for r in sorted(records, key=lambda r: r["seed"])]
+    assert workers[0] == workers[1] != workers[2] == workers[3] != workers[4]
+    pids = {int(w.rsplit(":", 1)[1]) for w in workers} | {r["pid"] for r in records}
     assert [r["worker_case"] for r in sorted(records, key=lambda r: r["seed"])] == [1, 2, 1, 2, 1]
-    assert not any(alive(p) for p in set(pids))
+    assert not any(alive(p) for p in pids)
 
 
 def test_a_worker_dying_mid_case_costs_that_case_only(tmp_path: Path) -> None:
@@ -93,7 +97,21 @@ def test_a_worker_dying_mid_case_costs_that_case_only(tmp_path: Path) -> None:
     # What the case wrote before it died is kept as its run folder.
     assert (tmp_path / lost["run_folder"] / "report.txt").read_text().startswith("written before")
     assert records["n/3"]["outcome"] == "defect"
-    assert records["n/1"]["pid"] != records["n/3"]["pid"]  # a new worker took over
+    assert records["n/1"]["worker"] != records["n/3"]["worker"]  # a new worker took over
+
+
+@pytest.mark.skipif(not FORK, reason="workers fork a child per case on Linux only")
+def test_each_case_runs_in_a_child_so_nothing_it_keeps_outlives_it(tmp_path: Path) -> None:
+    # Each case keeps 8 MiB for ever: in one process, the fifth would see 32 MiB kept.
+    store, _ = run(tmp_path, cases(range(1, 6)), jobs=1, fn=f"{NAME}:hoard")
+    records = sorted(store.load(), key=lambda r: r["seed"])
+    assert [r["kept_before"] for r in records] == [0] * 5
+    assert len({r["worker"] for r in records}) == 1 and len({r["pid"] for r in records}) == 5
+    assert [r["worker_case"] for r in records] == [1, 2, 3, 4, 5]
+    # Each case ran in the same memory, and the worker never held what a case kept.
+    for field in ("rss_kib", "worker_rss_kib"):
+        rss = [r[field] for r in records]
+        assert max(rss) - min(rss) < 4 * 1024, (field, rss)
 
 
 def test_an_exception_is_an_error_result_and_the_worker_goes_on(tmp_path: Path) -> None:
