@@ -200,68 +200,36 @@ class _ThreadingLock(LockBase):
 
         Raises Cancelled when the run is cancelled while it runs; an exception raised
         in the sleep (a signal handler's) leaves the queue in order and the lock free.
-        A free-running waiter first waits on the lock word itself, as threading.Lock's
-        waiters do: a release wakes it in C, with no Python on either side (a lock-heavy
-        program's contended waits cost what threading's do).  One passed over
-        HANDOFF_MISSES times goes on in the queue, where waiters never overtake one
-        another and the lock is finally handed over: no waiter starves for good.
         """
+        mon = self._mon
+        signalled = False
         try:
-            if waiter.sched is None and self._wait_on_word(waiter, deadline):
-                return True
-            return self._block_queued(waiter, deadline)
+            while True:
+                with self._guard:
+                    if waiter.granted or self._take_locked(waiter):
+                        return True
+                    if signalled:
+                        waiter.misses += 1
+                    stop = mon.running and mon.cancelled
+                    if stop or (deadline is not None and perf_counter() >= deadline):
+                        self._waiters.remove(waiter)
+                        self._kick_locked()
+                        if stop:
+                            raise Cancelled(mon.cancel_reason)
+                        return False
+                chunk = WAKE_CHUNK_S
+                if deadline is not None:
+                    chunk = min(chunk, deadline - perf_counter())
+                try:
+                    signalled = waiter.sleep(chunk)
+                except BaseException:
+                    self._abandon(waiter)
+                    raise
         finally:
             waiter.state.waiting = None
             if self._wait is None:
                 self._wait = Histogram()
             self._wait.add(perf_counter() - waiter.since)
-
-    def _wait_on_word(self, waiter: Waiter, deadline: float | None) -> bool:
-        """Wait on the lock word until it is ours (True), or until the queued wait must
-        take over (False): passed over too often, cancelled, or out of time."""
-        mon = self._mon
-        word = self._word
-        try:
-            while waiter.passed < HANDOFF_MISSES and not (mon.running and mon.cancelled):
-                chunk = WAKE_CHUNK_S
-                if deadline is not None:
-                    chunk = min(chunk, deadline - perf_counter())
-                    if chunk <= 0:
-                        return False
-                if word.acquire(True, chunk):
-                    with self._guard:
-                        self._waiters.remove(waiter)
-                    return True
-        except BaseException:
-            self._abandon(waiter)
-            raise
-        return False
-
-    def _block_queued(self, waiter: Waiter, deadline: float | None) -> bool:
-        """The queued wait: woken by releases, in order, handed the lock at last."""
-        mon = self._mon
-        signalled = False
-        while True:
-            with self._guard:
-                if waiter.granted or self._take_locked(waiter):
-                    return True
-                if signalled:
-                    waiter.misses += 1
-                stop = mon.running and mon.cancelled
-                if stop or (deadline is not None and perf_counter() >= deadline):
-                    self._waiters.remove(waiter)
-                    self._kick_locked()
-                    if stop:
-                        raise Cancelled(mon.cancel_reason)
-                    return False
-            chunk = WAKE_CHUNK_S
-            if deadline is not None:
-                chunk = min(chunk, deadline - perf_counter())
-            try:
-                signalled = waiter.sleep(chunk)
-            except BaseException:
-                self._abandon(waiter)
-                raise
 
     def _abandon(self, waiter: Waiter) -> None:
         with self._guard:
