@@ -30,6 +30,23 @@ class _ControlledMutexBase:
     _pt_lock: str
     _pt_unlock: str
 
+    def __init__(
+        self,
+        lock_class: str = "mutex",
+        name: str | None = None,
+        *,
+        monitor: Monitor | None = None,
+        fair: bool = True,
+        subclass: int = 0,
+        strict: bool = True,
+    ) -> None:
+        super().__init__(  # type: ignore[call-arg]
+            lock_class, name, monitor=monitor, fair=fair, subclass=subclass, strict=strict
+        )
+        # Slots of the concrete classes: beside Mutex's layout a mixin can carry none.
+        self._pt_lock = f"lock:{lock_class}"  # type: ignore[misc]
+        self._pt_unlock = f"unlock:{lock_class}"  # type: ignore[misc]
+
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         sched = self._mon.scheduler
         if sched is not None:
@@ -62,43 +79,11 @@ class ControlledMutex(_ControlledMutexBase, Mutex):
 
     __slots__ = ("_pt_lock", "_pt_unlock")
 
-    def __init__(
-        self,
-        lock_class: str = "mutex",
-        name: str | None = None,
-        *,
-        monitor: Monitor | None = None,
-        fair: bool = True,
-        subclass: int = 0,
-        strict: bool = True,
-    ) -> None:
-        Mutex.__init__(
-            self, lock_class, name, monitor=monitor, fair=fair, subclass=subclass, strict=strict
-        )
-        self._pt_lock = f"lock:{lock_class}"
-        self._pt_unlock = f"unlock:{lock_class}"
-
 
 class ControlledTimedMutex(_ControlledMutexBase, TimedMutex):
     """A TimedMutex whose acquisitions and contended releases are scheduling points."""
 
     __slots__ = ("_pt_lock", "_pt_unlock")
-
-    def __init__(
-        self,
-        lock_class: str = "mutex",
-        name: str | None = None,
-        *,
-        monitor: Monitor | None = None,
-        fair: bool = True,
-        subclass: int = 0,
-        strict: bool = True,
-    ) -> None:
-        TimedMutex.__init__(
-            self, lock_class, name, monitor=monitor, fair=fair, subclass=subclass, strict=strict
-        )
-        self._pt_lock = f"lock:{lock_class}"
-        self._pt_unlock = f"unlock:{lock_class}"
 
 
 class ControlledRWSem(RWSem):
