@@ -130,6 +130,10 @@ def do_swap_page(k: Kernel, mm: MmStruct, vma: VmArea, address: int, orig: Pte, 
     goes on to do_wp_page.  root-rmap (ad8c2ee8): such a page is exclusive, and its
     first mapping goes to the vma's own anon_vma.  A migration entry is not a swap
     entry: wait for the migration, and let the access fault again.
+
+    2.6.34 trusts pte_same after lock_page; swapin-recheck (4969c1192d15, 2.6.36) also
+    checks that the page is still its slot's swap cache page, since reuse_swap_page
+    may have freed the slot and two more lives of it may have passed meanwhile.
     """
     ptl = k.pte_lockptr(mm, address)
     ptl.acquire()
@@ -150,6 +154,10 @@ def do_swap_page(k: Kernel, mm: MmStruct, vma: VmArea, address: int, orig: Pte, 
         ret = VM_FAULT_MAJOR
     k.sched("do_swap_page:before lock_page")
     page.lock.acquire()
+    if k.variant.swapin_recheck and (not page.swapcache or page.private != slot):
+        page.lock.release()  # the page left the slot's swap cache: fault again
+        k.put_page(page)
+        return ret
     ptl.acquire()
     if not orig.same(mm.ptes.get(address)):
         ptl.release()

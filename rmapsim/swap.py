@@ -8,7 +8,17 @@ child got the child's anon_vma in 2.6.34-rc3.
 
 Reclaim (`shrink_page`) is one page of shrink_page_list: page_referenced through
 the rmap, add_to_swap, try_to_unmap through the rmap, write-out, and freeing the
-page once nothing maps it.  Swap is never full (vm_swap_full() is false).
+page once nothing maps it.  Swap is never nearly full (vm_swap_full() is false); a
+full device makes add_to_swap fail and reclaim keep the page.
+
+Slots are handed out as scan_swap_map does on a rotating disk: in runs
+(SWAPFILE_CLUSTER slots taken one after another), each run starting at the first
+wholly free stretch above the lowest free slot.  A freed slot is therefore not
+handed out again at once - which matters: 2.6.34's do_swap_page does not check,
+after lock_page, that the page it looked up is still the swap cache page of its
+slot (2.6.36 does: the `swapin-recheck` patch), so a slot freed and reused twice
+while a fault waits maps another address's page.  Reusing the last freed slot
+first made that real but rare race an everyday one.
 
 References follow the kernel's lockless page-cache protocol: a lookup takes a
 speculative reference that fails on a zero count (find_get_page), and reclaim
@@ -38,38 +48,93 @@ class SwapSlot:
         self.cache = False  # SWAP_HAS_CACHE
 
 
+#: Slots of the model's swap device (a 256 MiB swap partition); slot 0 is its header.
+SWAP_PAGES = 1 << 16
+#: How many slots are handed out one after another before a new run is looked for.
+SWAPFILE_CLUSTER = 256
+
+
 class SwapState:
     """The swap device: slot counts, the swap cache, and swap_lock."""
 
-    def __init__(self, k: Kernel) -> None:
+    def __init__(self, k: Kernel, pages: int = SWAP_PAGES) -> None:
         self.k = k
         # swap_lock and the swap cache's tree_lock: a kernel spinlock, since a page
         # lock is tried (a scheduling point) while it is held.
         self.lock = k.sync.spinlock("swap_lock", "swap_lock")
         self.map: dict[int, SwapSlot] = {}
         self.cache: dict[int, Page] = {}
-        self.free_slots: list[int] = []
-        self.next_slot = 1
+        self.pages = pages
+        # Every free slot lies in [lowest_bit, highest_bit] (the bounds may be loose).
+        self.lowest_bit = 1
+        self.highest_bit = pages
+        self.cluster_next = 1  # where the current run goes on
+        self.cluster_nr = 0  # slots the current run may still hand out
         self._writes = atomic_t(0)
         self._reads = atomic_t(0)
 
     def get_swap_page(self) -> int:
+        """A slot with SWAP_HAS_CACHE set, or 0 when the device is full."""
         with self.lock:
-            slot = self.free_slots.pop() if self.free_slots else self._fresh()
-            s = SwapSlot()
-            s.cache = True
-            self.map[slot] = s
+            slot = self.scan_swap_map()
+            if slot:
+                s = SwapSlot()
+                s.cache = True
+                self.map[slot] = s
             return slot
 
-    def _fresh(self) -> int:
-        slot = self.next_slot
-        self.next_slot += 1
+    def scan_swap_map(self) -> int:
+        """The next slot to hand out (swap_lock held); 0 when none is free.
+
+        Follows mm/swapfile.c of 2.6.34 for a rotating disk: go on with the current
+        run; when it is used up, start the next run at the first stretch of
+        SWAPFILE_CLUSTER free slots above the lowest free slot, or, when there is
+        none (or the device is nearly full), just go on from where the last run
+        ended.  Either way the slot taken is the first free one from there on,
+        wrapping round to the lowest free slot.
+        """
+        if len(self.map) >= self.pages:
+            return 0
+        offset = self.cluster_next
+        if self.cluster_nr == 0:
+            if self.pages - len(self.map) >= SWAPFILE_CLUSTER:
+                offset = self._free_stretch() or offset
+            self.cluster_nr = SWAPFILE_CLUSTER
+        self.cluster_nr -= 1
+        slot = self._first_free(offset)
+        if slot == self.lowest_bit:
+            self.lowest_bit += 1
+        if slot == self.highest_bit:
+            self.highest_bit -= 1
+        self.cluster_next = slot + 1
         return slot
+
+    def _free_stretch(self) -> int:
+        """The first slot of the lowest stretch of SWAPFILE_CLUSTER free slots, or 0."""
+        start = self.lowest_bit
+        for slot in range(self.lowest_bit, self.highest_bit + 1):
+            if slot in self.map:
+                start = slot + 1
+            elif slot - start + 1 == SWAPFILE_CLUSTER:
+                return start
+        return 0
+
+    def _first_free(self, offset: int) -> int:
+        if not self.lowest_bit <= offset <= self.highest_bit:
+            offset = self.lowest_bit
+        for slot in range(offset, self.highest_bit + 1):
+            if slot not in self.map:
+                return slot
+        for slot in range(self.lowest_bit, offset):
+            if slot not in self.map:
+                return slot
+        raise AssertionError("swap: a free slot outside [lowest_bit, highest_bit]")
 
     def _maybe_free(self, slot: int, s: SwapSlot) -> None:
         if s.count == 0 and not s.cache:
             del self.map[slot]
-            self.free_slots.append(slot)
+            self.lowest_bit = min(self.lowest_bit, slot)
+            self.highest_bit = max(self.highest_bit, slot)
 
     def in_use(self) -> int:
         return len(self.map)
@@ -150,8 +215,13 @@ def delete_from_swap_cache(k: Kernel, page: Page) -> None:
 
 
 def add_to_swap(k: Kernel, page: Page) -> bool:
-    """Give a page a swap slot and put it in the swap cache (it is locked)."""
+    """Give a page a swap slot and put it in the swap cache (it is locked).
+
+    False when the swap device is full: reclaim keeps the page.
+    """
     slot = k.swap.get_swap_page()
+    if not slot:
+        return False
     add_to_swap_cache(k, page, slot)
     page.dirty = True
     return True
@@ -289,8 +359,8 @@ def shrink_page(k: Kernel, page: Page, *, force: bool) -> bool:
         if referenced and not force:
             page.referenced = True
             return False
-        if not page.swapcache:
-            add_to_swap(k, page)
+        if not page.swapcache and not add_to_swap(k, page):
+            return False  # swap is full: activate_locked
         if rmap.page_mapped(page):
             ret = rmap.try_to_unmap(k, page, rmap.TTU_UNMAP)
             if ret != rmap.SWAP_SUCCESS:

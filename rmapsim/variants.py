@@ -126,6 +126,17 @@ PATCHES: tuple[Patch, ...] = (
         'f18194275c39 "mm: fix hang on anon_vma->root->lock" (Hugh Dickins, 25 Aug 2010)',
         release="2.6.36-rc3",
     ),
+    Patch(
+        "swapin-recheck",
+        "fix",
+        "do_swap_page, once it holds the page lock, checks that the page it looked up is "
+        "still in the swap cache under the faulting entry's slot, and lets the fault retry "
+        "if not: a slot freed and handed out again meanwhile no longer maps another "
+        "address's page (pte_same alone cannot tell the slot's two lives apart)",
+        '4969c1192d15 "mm: fix swapin race condition" (Andrea Arcangeli, 2010; also in '
+        "2.6.35.6)",
+        release="2.6.36",
+    ),
 )
 PATCH_NAMES = tuple(p.name for p in PATCHES)
 _PATCHES = {p.name: p for p in PATCHES}
@@ -174,6 +185,7 @@ PRESETS: dict[str, tuple[tuple[str, ...], str]] = {
             "root-anon-vma",
             "root-rmap",
             "root-lock-recheck",
+            "swapin-recheck",
         ),
         "the released kernel with Hugh's fix and the migration fixes",
     ),
@@ -275,6 +287,10 @@ class Variant:
     @property
     def root_lock_recheck(self) -> bool:
         return "root-lock-recheck" in self.patches
+
+    @property
+    def swapin_recheck(self) -> bool:
+        return "swapin-recheck" in self.patches
 
     @property
     def has_refcount(self) -> bool:

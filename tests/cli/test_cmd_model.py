@@ -65,13 +65,15 @@ def test_list_shows_the_later_kernels_with_sources_and_what_was_tested() -> None
         ("root-anon-vma", "5c341ee1, 012f1800, 76545066"),
         ("root-rmap", "288468c3"),
         ("root-lock-recheck", "f18194275c39"),
+        ("swapin-recheck", "4969c1192d15"),
     ):
         assert f"  {name} " in r.stdout and source in r.stdout
     doc = json.loads(cli("list", "--json").stdout)
     presets = {p["name"]: p for p in doc["presets"]}
     assert set(presets) >= {"2.6.35", "2.6.36"}
-    assert presets["2.6.36"]["means"].endswith("+root-lock-recheck")
+    assert presets["2.6.36"]["means"].endswith("+root-lock-recheck+swapin-recheck")
     assert "root-lock-recheck" not in presets["2.6.35"]["means"]
+    assert "swapin-recheck" not in presets["2.6.34"]["means"]
     assert presets["rik-v2"]["provenance"].startswith("a guess")
     assert presets["rik-v2-dst"]["provenance"].startswith("tested")
     assert "released 2.6.35" in presets["2.6.35"]["provenance"]

@@ -1,0 +1,86 @@
+"""Swap slots are handed out as 2.6.34's scan_swap_map does, not last-freed-first.
+
+Runs of SWAPFILE_CLUSTER slots one after another; each new run at the lowest stretch of
+that many free slots; a nearly full device goes on where it was and wraps round; a full
+one makes reclaim keep the page.  How soon a freed slot comes back decides how often
+do_swap_page's swap-in race (tests/programs/bug5-swapin-race.rmap) can happen at all.
+"""
+
+from __future__ import annotations
+
+from rmapsim import swap
+from rmapsim.kernel import Kernel
+from rmapsim.structs import VM_READ, VM_WRITE, PteKind
+
+CLUSTER = swap.SWAPFILE_CLUSTER
+
+
+def take(k: Kernel, n: int) -> list[int]:
+    return [k.swap.get_swap_page() for _ in range(n)]
+
+
+def free(k: Kernel, slot: int) -> None:
+    swap.swapcache_free(k, slot)  # a slot only the swap cache held
+
+
+def test_a_run_hands_slots_out_one_after_another() -> None:
+    k = Kernel("2.6.34")
+    assert take(k, 5) == [1, 2, 3, 4, 5]
+    assert all(k.swap.map[s].cache for s in range(1, 6))
+
+
+def test_a_freed_slot_is_not_handed_out_again_within_the_run() -> None:
+    k = Kernel("2.6.34")
+    first = take(k, 3)
+    free(k, first[1])
+    assert take(k, 2) == [4, 5]
+    assert 2 not in k.swap.map
+
+
+def test_the_next_run_starts_at_the_lowest_wholly_free_stretch() -> None:
+    k = Kernel("2.6.34")
+    slots = take(k, CLUSTER)
+    for s in slots:
+        free(k, s)
+    assert take(k, 1) == [1]  # the run used up: a new one, back at the bottom
+
+
+def test_a_slot_still_in_use_pushes_the_next_run_above_it() -> None:
+    k = Kernel("2.6.34")
+    slots = take(k, CLUSTER)
+    for s in slots:
+        if s != 10:
+            free(k, s)
+    assert take(k, 2) == [11, 12]
+
+
+def test_a_nearly_full_device_goes_on_where_it_was_and_wraps_round() -> None:
+    k = Kernel("2.6.34")
+    k.swap = swap.SwapState(k, pages=8)
+    assert take(k, 8) == list(range(1, 9))
+    assert take(k, 1) == [0]  # full
+    free(k, 3)
+    free(k, 6)
+    assert take(k, 2) == [3, 6]  # from the lowest free slot, in order
+    free(k, 7)
+    free(k, 2)
+    assert take(k, 1) == [7]  # goes on from 6, not back to 2
+    assert take(k, 1) == [2]  # ... and wraps round
+
+
+def test_reclaim_keeps_the_page_when_swap_is_full() -> None:
+    k = Kernel("2.6.34")
+    k.swap = swap.SwapState(k, pages=2)
+    k.spawn("P")
+    assert k.mmap("P", 0x10000, 3, VM_READ | VM_WRITE) == 0
+    assert k.touch("P", 0x10000, 3, True) == 0
+    assert k.swapout("P", 0x10000, 3) == 2
+    kinds = [k.task("P").ptes[0x10000 + i * 4096].kind for i in range(3)]
+    assert kinds == [PteKind.SWAP, PteKind.SWAP, PteKind.PRESENT]
+    page = k.task("P").ptes[0x12000].page
+    assert page is not None and not page.swapcache and page.in_use
+    assert k.touch("P", 0x10000, 1, False) == 0  # slot 1 read back in, still cached
+    assert k.swapout("P", 0x12000, 1) == 0  # still full: the page stays
+    assert k.munmap("P", 0x11000, 1) == 0  # slot 2 freed with its PTE
+    assert k.swapout("P", 0x12000, 1) == 1
+    assert k.task("P").ptes[0x12000].slot == 2
