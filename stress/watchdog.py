@@ -490,6 +490,10 @@ class Watchdog(ProgressChecks):
                 continue
             if id(lock) in ex_locks or holder in ex_threads or waiting_on(holder) is not None:
                 continue  # explained, or a victim whose own blocker gets the verdict
+            if not holder.holds(lock):
+                # Released since the scan (and the holder may have ended since): no hang,
+                # and its diagnosis would read the books of a hold that is over.
+                continue
             joiners = snap.joiners.get(holder, [])
             if (
                 cfg.hold_needs_waiters

@@ -624,3 +624,43 @@ def test_a_hold_the_machine_did_not_stretch_is_not_deferred() -> None:
     # And no hold is deferred for ever.
     starved = _stretched_hold(0.01, 0.9, 16.0)
     assert not only_lacks_cpu(starved, blocked, 0.0, 16.0, 1.5)
+
+
+def test_a_hold_released_between_the_scan_and_the_verdict_is_no_long_hold(
+    monitor_factory: Any, fast: Config
+) -> None:
+    # The scan saw the lock held past its budget; before the verdict was built the holder
+    # let go and ended.  Once taken for "has exited without releasing it" (a soak, at a
+    # load average of 11-13): the books read were those of a hold that was over.
+    from stress.diagnosis import Snapshot
+    from stress.threads import current
+    from stress.watchdog import Watchdog
+
+    mon = monitor_factory(fast, name="released")
+    lock = mon.rwsem("mmap_sem", "p1.mmap_sem")
+    scanned: list[Any] = []
+
+    def holder() -> None:
+        lock.down_read()
+        scanned.extend(Watchdog(mon)._scan_holds([current()], time.perf_counter()))
+        lock.up_read()
+
+    t = threading.Thread(target=holder, name="p1/t1")
+    t.start()
+    t.join(10)
+    assert not t.is_alive() and [(x, since) for x, _, since in scanned] == [
+        (lock, scanned[0][2])
+    ]
+    wd = Watchdog(mon)
+    later = scanned[0][2] + 10 * fast.hold_s
+    wd._long_holds(scanned, Snapshot(later, mon.t0, {}), set(), set(), set())
+    assert mon.verdicts == []
+    # The same look at a hold that still stands is a verdict (the check can fail).
+    lock.down_read()
+    try:
+        held = wd._scan_holds([current()], time.perf_counter())
+        since = held[0][2]
+        wd._long_holds(held, Snapshot(since + 10 * fast.hold_s, mon.t0, {}), set(), set(), set())
+    finally:
+        lock.up_read()
+    assert [v.kind for v in mon.verdicts] == ["long-hold"]
