@@ -89,16 +89,16 @@ class SwapState:
         Follows mm/swapfile.c of 2.6.34 for a rotating disk: go on with the current
         run; when it is used up, start the next run at the first stretch of
         SWAPFILE_CLUSTER free slots above the lowest free slot, or, when there is
-        none (or the device is nearly full), just go on from where the last run
-        ended.  Either way the slot taken is the first free one from there on,
-        wrapping round to the lowest free slot.
+        none, at the lowest free slot; on a nearly full device (fewer free slots
+        than a run) just go on from where the last run ended.  Either way the slot
+        taken is the first free one from there on, wrapping round to the lowest.
         """
         if len(self.map) >= self.pages:
             return 0
         offset = self.cluster_next
         if self.cluster_nr == 0:
             if self.pages - len(self.map) >= SWAPFILE_CLUSTER:
-                offset = self._free_stretch() or offset
+                offset = self._free_stretch() or self.lowest_bit
             self.cluster_nr = SWAPFILE_CLUSTER
         self.cluster_nr -= 1
         slot = self._first_free(offset)

@@ -1,9 +1,10 @@
 """Swap slots are handed out as 2.6.34's scan_swap_map does, not last-freed-first.
 
 Runs of SWAPFILE_CLUSTER slots one after another; each new run at the lowest stretch of
-that many free slots; a nearly full device goes on where it was and wraps round; a full
-one makes reclaim keep the page.  How soon a freed slot comes back decides how often
-do_swap_page's swap-in race (tests/programs/bug5-swapin-race.rmap) can happen at all.
+that many free slots (else at the lowest free slot); a nearly full device goes on where it
+was and wraps round; a full one makes reclaim keep the page.  How soon a freed slot comes
+back decides how often do_swap_page's swap-in race
+(tests/programs/bug5-swapin-race.rmap) can happen at all.
 """
 
 from __future__ import annotations
@@ -52,6 +53,16 @@ def test_a_slot_still_in_use_pushes_the_next_run_above_it() -> None:
         if s != 10:
             free(k, s)
     assert take(k, 2) == [11, 12]
+
+
+def test_with_no_free_stretch_the_next_run_starts_at_the_lowest_free_slot() -> None:
+    k = Kernel("2.6.34")
+    k.swap = swap.SwapState(k, pages=600)
+    slots = take(k, 600)
+    for s in slots[1::2]:
+        free(k, s)  # 300 free slots, none next to another
+    k.swap.cluster_next, k.swap.cluster_nr = 400, 0  # a run used up, half way
+    assert take(k, 2) == [2, 4]
 
 
 def test_a_nearly_full_device_goes_on_where_it_was_and_wraps_round() -> None:
