@@ -12,7 +12,11 @@
   with oldest-anon-vma, which rely on it);
 * I7 list well-formedness: every list returns to its head, x->next->prev == x;
 * I8 no migration entry outside a migration: between operations every migration
-  entry has been turned back into a PTE (one left behind faults into a BUG).
+  entry has been turned back into a PTE (one left behind faults into a BUG);
+* I9 swap accounting: every swap PTE names a slot in use, and a slot counts exactly
+  the swap PTEs that name it (all of them lie in one audited part: only fork shares
+  a slot).  A slot counted short is freed while a PTE still names it, and once it is
+  handed out again a fault there maps another address's page.
 
 The audit reads stored values (`peek`), never through stale views, so it never
 trips KASAN itself and never follows a wild pointer.
@@ -49,6 +53,7 @@ NAMES = {
     "I6": "chain tail is the oldest ancestor",
     "I7": "list well-formedness",
     "I8": "migration entry left behind",
+    "I9": "swap accounting",
 }
 
 
@@ -311,8 +316,12 @@ class _Audit:
                 )
 
     def check_pages(self, mms: list[MmStruct], list_of: dict[int, list[AnonVmaChain]]) -> None:
+        named: dict[int, list[str]] = {}  # swap slot -> where the swap PTEs naming it are
         for mm in mms:
             for address, pte in sorted(mm.ptes.items()):
+                if pte.kind is PteKind.SWAP:
+                    named.setdefault(pte.slot, []).append(f"{mm.comm} at {address:#x}")
+                    continue
                 if pte.kind is PteKind.MIGRATION and pte.page is not None:
                     where = f"{mm.comm} at {address:#x}"
                     self.add(
@@ -328,6 +337,29 @@ class _Audit:
                     continue
                 page = pte.page
                 self.check_mapping(mm, address, page, list_of)
+        self.check_swap(named)
+
+    def check_swap(self, named: dict[int, list[str]]) -> None:
+        slots = self.k.swap.map
+        for slot, where in sorted(named.items()):
+            s = slots.get(slot)
+            count = 0 if s is None else s.count
+            if count == len(where):
+                continue
+            ptes = ", ".join(where[:3]) + (", ..." if len(where) > 3 else "")
+            if s is None:
+                summary = (
+                    f"the swap PTE of {where[0]} names swap slot {slot}, which is free "
+                    f"(\"Unused swap offset entry\"): once the slot is handed out again, a "
+                    f"fault there maps another page"
+                )
+            else:
+                summary = (
+                    f"swap slot {slot} counts {count} swap PTE(s), but {len(where)} name it "
+                    f"({ptes})"
+                    + (": it will be freed while one still does" if count < len(where) else "")
+                )
+            self.add("I9", summary, (slot,), page=f"swap slot {slot} ({ptes})")
 
     def check_mapping(
         self, mm: MmStruct, address: int, page: Page, list_of: dict[int, list[AnonVmaChain]]

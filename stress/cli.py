@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a program single-threaded, auditing every line",
         description="Run a program (one operation a line: spawn, mmap, munmap, mprotect, "
         "touch, fork, exit, swapout, referenced; see README.md) on a fresh modelled kernel, "
-        "one line at a time, and audit the reverse map's invariants I1-I7 after every line.  "
+        "one line at a time, and audit the reverse map's invariants I1-I9 after every line.  "
         "Exit status 1 if a variant shows a defect.",
     )
     p.add_argument("program", help="program file ('-' for standard input)")
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-audit",
         action="store_true",
-        help="do not audit I1-I7 between operations (the symptom, not the first broken rule)",
+        help="do not audit I1-I9 between operations (the symptom, not the first broken rule)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="print every line as it runs")
 

@@ -103,7 +103,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--processes", type=int, metavar="N", help="live processes kept")
     p.add_argument("--threads", type=int, metavar="N", help="threads per process")
     p.add_argument("--reclaim", type=int, metavar="N", help="reclaim walker threads")
-    p.add_argument("--audit", type=float, metavar="S", help="audit I1-I7 every S seconds (0: off)")
+    p.add_argument("--audit", type=float, metavar="S", help="audit I1-I9 every S seconds (0: off)")
     p.add_argument("--yield-prob", type=float, metavar="P", help="yield probability at races")
     p.add_argument(
         "--schedule",

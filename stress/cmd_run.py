@@ -60,7 +60,7 @@ def add_parser(sub: Any) -> None:
         "--audit",
         type=float,
         metavar="S",
-        help="stop the world and audit I1-I7 every S seconds (0: off)",
+        help="stop the world and audit I1-I9 every S seconds (0: off)",
     )
     p.add_argument(
         "--yield-prob", type=float, metavar="P", help="yield probability at race windows"

@@ -241,7 +241,7 @@ def test_hunt_leaves_nothing_in_the_current_folder(tmp_path: Path, threads: list
         (
             "exec",
             [
-                "audit the reverse map's invariants I1-I7 after every line",
+                "audit the reverse map's invariants I1-I9 after every line",
                 "(default: 4096)",
                 "(SLUB: 5; default: 5)",
                 "(default: 2.6.34)",

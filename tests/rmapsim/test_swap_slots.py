@@ -95,3 +95,25 @@ def test_reclaim_keeps_the_page_when_swap_is_full() -> None:
     assert k.munmap("P", 0x11000, 1) == 0  # slot 2 freed with its PTE
     assert k.swapout("P", 0x12000, 1) == 1
     assert k.task("P").ptes[0x12000].slot == 2
+
+
+def test_the_audit_names_a_swap_pte_whose_slot_is_counted_short_or_free() -> None:
+    from rmapsim.audit import audit
+
+    k = Kernel("2.6.34")
+    k.spawn("P")
+    assert k.mmap("P", 0x10000, 1, VM_READ | VM_WRITE) == 0
+    assert k.touch("P", 0x10000, 1, True) == 0
+    assert k.fork("P", "C") == 0
+    assert k.swapout("P", 0x10000, 1) == 1  # one slot, named by P's and C's PTEs
+    slot = k.task("P").ptes[0x10000].slot
+    assert k.task("C").ptes[0x10000].slot == slot
+    assert k.swap.map[slot].count == 2 and audit(k) == []
+    k.swap.map[slot].count = 1  # a swap_duplicate lost
+    (v,) = audit(k)
+    assert v.invariant == "I9" and v.summary.startswith(f"swap slot {slot} counts 1 swap PTE(s)")
+    assert "P at 0x10000, C at 0x10000" in v.summary and "freed while one still" in v.summary
+    k.swap.map[slot].count = 0
+    swap.swapcache_free(k, slot)  # ... and the slot freed under both PTEs
+    (v,) = audit(k)
+    assert v.invariant == "I9" and "names swap slot" in v.summary and "which is free" in v.summary
