@@ -13,7 +13,8 @@ full device makes add_to_swap fail and reclaim keep the page.
 
 Slots are handed out as scan_swap_map does on a rotating disk: in runs
 (SWAPFILE_CLUSTER slots taken one after another), each run starting at the first
-wholly free stretch above the lowest free slot.  A freed slot is therefore not
+wholly free stretch above the lowest free slot (`SwapState.scan_swap_map` says what
+happens when there is none).  A freed slot is therefore not
 handed out again at once - which matters: 2.6.34's do_swap_page does not check,
 after lock_page, that the page it looked up is still the swap cache page of its
 slot (2.6.36 does: the `swapin-recheck` patch), so a slot freed and reused twice

@@ -6,7 +6,7 @@ only where the schedule says (or, without one, where a strategy decides).  The
 kernel, its locks, its yield points and its walks are wired to the Monitor exactly
 as a workload case wires them, and every operation starts with the same
 operation mark (``op:VERB``), so a schedule recorded from a workload run replays
-here.  When the lanes have ended, the reverse map is audited (I1-I7) as `exec`
+here.  When the lanes have ended, the reverse map is audited (I1-I9) as `exec`
 does after every line.
 
 `program_from_workload` turns a controlled workload case that found a defect into
@@ -116,7 +116,7 @@ class Lanes(KernelHarness):
         self.k.relax_point = mon.relax
         self.errors: list[dict[str, Any]] = []
         self.finished: set[str] = set()
-        #: Audit I1-I7 whenever no thread is inside an operation (as exec does per line).
+        #: Audit I1-I9 whenever no thread is inside an operation (as exec does per line).
         self.check = False
         self.active = 0
         self.seen: set[tuple[Any, ...]] = set()
